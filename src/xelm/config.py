@@ -1,0 +1,236 @@
+"""Experiment configuration: one YAML file, validated up front.
+
+Imports no torch, so a misspelt key or a bad value is reported in milliseconds, before
+any model is built. Every section forbids unknown keys and suggests the closest valid
+one. ``load(path, overrides)`` applies ``--set dotted.key=value`` overrides (values parsed
+as YAML) and returns a :class:`Config` with every default filled in.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user must fix; the message says how."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticConfig(_Section):
+    """The embedded default corpus: artificial languages generated from a seed."""
+
+    languages: int = Field(12, ge=2, le=16)
+    bytes_per_language: PositiveInt = 1_000_000
+
+
+class HFDatasetConfig(_Section):
+    """A Hugging Face dataset per language (`name`/`config` may contain ``{lang}``)."""
+
+    name: str = "allenai/c4"
+    config: str | None = "{lang}"
+    split: str = "train"
+    text_field: str = "text"
+    streaming: bool = True
+    data_files: dict[str, str] | None = None
+    max_documents: PositiveInt | None = 50_000
+
+
+class CorpusConfig(_Section):
+    source: Literal["synthetic", "dir", "hf"] = "synthetic"
+    path: str | None = None
+    languages: list[str] | None = None
+    max_bytes_per_language: PositiveInt | None = None
+    valid_fraction: float = Field(0.05, gt=0, lt=0.5)
+    test_fraction: float = Field(0.05, gt=0, lt=0.5)
+    split: Literal["random", "every_nth"] = "random"
+    synthetic: SyntheticConfig = SyntheticConfig()
+    hf: HFDatasetConfig = HFDatasetConfig()
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> "CorpusConfig":
+        if self.source == "dir" and not self.path:
+            raise ValueError("corpus.source is 'dir' but corpus.path is not set: give the "
+                             "directory of <code>.txt/.jsonl/.parquet files")
+        return self
+
+
+class TokenizerConfig(_Section):
+    vocab_size: int = Field(4096, ge=260)
+    sample_bytes_per_language: PositiveInt = 2_000_000
+
+
+class ModelConfig(_Section):
+    """A Hugging Face base model (`base`), or the shape of a small one to pretrain."""
+
+    base: str | None = None
+    trust_remote_code: bool = False
+    arch: Literal["llama", "xglm"] = "llama"
+    hidden_size: PositiveInt = 64
+    layers: PositiveInt = 2
+    heads: PositiveInt = 4
+    intermediate_size: PositiveInt = 256
+    context: PositiveInt = 128
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelConfig":
+        if self.hidden_size % self.heads:
+            raise ValueError(f"model.hidden_size ({self.hidden_size}) must be divisible by "
+                             f"model.heads ({self.heads})")
+        return self
+
+
+class OptimConfig(_Section):
+    lr: float = Field(3e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_fraction: float = Field(0.02, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: PositiveInt = 16
+    grad_clip: float = Field(1.0, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+
+
+class SeedConfig(OptimConfig):
+    """Pretraining of the seed model on all languages (skipped when model.base is set)."""
+
+    tokens: PositiveInt = 2_000_000
+
+
+class TrainConfig(OptimConfig):
+    """Dense baseline and experts; the experts share `tokens` equally."""
+
+    tokens: PositiveInt = 4_000_000
+    alpha: float = Field(1.0, gt=0, le=1)
+    save_every: PositiveInt = 200
+    log_every: PositiveInt = 50
+    threads: PositiveInt | None = None
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+
+
+class AllocateConfig(_Section):
+    method: Literal["languages", "typology", "tfidf"] = "typology"
+    experts: PositiveInt = 4
+    groups: dict[str, list[str]] | None = None
+    features: str = "syntax_average"
+    features_file: str | None = None
+    linkage: Literal["paper", "average", "complete", "single", "ward"] = "paper"
+    fit_docs: PositiveInt = 20_000
+    analyzer: Literal["char_wb", "char", "word"] = "char_wb"
+    ngram_range: tuple[int, int] = (2, 4)
+    max_features: PositiveInt = 50_000
+
+
+EVAL_METHODS = ("top1", "ensemble", "ensemble_posterior", "product_of_experts")
+
+
+class EvalConfig(_Section):
+    methods: list[Literal["top1", "ensemble", "ensemble_posterior", "product_of_experts"]] = [
+        "top1", "ensemble"]
+    max_tokens_per_language: PositiveInt | None = 50_000
+    batch_size: PositiveInt = 16
+
+
+class Config(_Section):
+    out_dir: str = "runs/demo"
+    random_seed: int = 0
+    corpus: CorpusConfig = CorpusConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    model: ModelConfig = ModelConfig()
+    seed: SeedConfig = SeedConfig()
+    train: TrainConfig = TrainConfig()
+    allocate: AllocateConfig = AllocateConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"a.b=[x, y]"`` -> ``("a.b", ["x", "y"])``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects dotted.key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set expects dotted.key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({exc})") from exc
+    return key, value
+
+
+def _section_fields(loc: tuple) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type)
+                                 and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            known = _section_fields(loc)
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f" Did you mean '{'.'.join(map(str, loc[:-1] + (close[0],)))}'?" if close else ""
+            lines.append(f"unknown config key '{dotted}'.{hint} Valid keys here: {', '.join(known)}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{dotted}: {msg} (got {err.get('input')!r})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def from_dict(data: dict) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+def load(path: str | Path | None, overrides: list[str] | None = None,
+         out_dir: str | None = None) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not a valid YAML file ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    if out_dir is not None:
+        data["out_dir"] = out_dir
+    return from_dict(data)

@@ -1,0 +1,211 @@
+"""Train one causal LM on one mixture of token shards for a token budget.
+
+The same loop trains the seed, the dense baseline and every expert; only the job differs
+(where it starts, which shards it samples, how many tokens). It runs under `accelerate`
+(one CPU process here; DDP and bf16 under ``accelerate launch``).
+
+Resumable by construction: the batch of step ``s`` is drawn from an RNG seeded with
+``(job seed, s, process)``, so the data position is just the step; a checkpoint holds the
+model, the optimizer state (both safetensors), the torch RNG state and the step. A job
+killed at any moment restarts from its last checkpoint and, on CPU with the same thread
+count, ends with bitwise the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xelm.io import read_json, write_json
+from xelm.train import checkpoint as ckpt
+
+log = logging.getLogger(__name__)
+
+
+class BudgetError(ValueError):
+    """The token budget cannot buy a single optimizer step."""
+
+
+@dataclass
+class TrainJob:
+    name: str
+    out_dir: Path
+    shards: list[tuple[Path, str]]          # (token file, dtype)
+    weights: list[float]                    # sampling probability of each shard
+    tokens: int
+    seq_len: int
+    batch_size: int
+    lr: float
+    seed: int
+    init_dir: Path | None = None            # HF folder to branch from; None = fresh init
+    model_config: dict = field(default_factory=dict)
+    warmup_fraction: float = 0.02
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    save_every: int = 200
+    log_every: int = 50
+    precision: str = "fp32"
+    tensorboard_dir: Path | None = None
+    tokenizer_dir: Path | None = None
+
+    def steps(self, world: int = 1) -> int:
+        per_step = self.batch_size * self.seq_len * world
+        steps = self.tokens // per_step
+        if steps < 1:
+            raise BudgetError(
+                f"{self.name}: a budget of {self.tokens:,} tokens is smaller than one batch "
+                f"({self.batch_size} x {self.seq_len} = {per_step:,} tokens); raise the "
+                "budget or lower the batch size / context")
+        return steps
+
+
+def is_done(out_dir: Path) -> bool:
+    state = out_dir / "train_state.json"
+    return state.is_file() and read_json(state).get("done", False)
+
+
+def lr_at(step: int, total: int, job: TrainJob) -> float:
+    """Linear warmup, then cosine decay to ``min_lr_ratio`` of the peak."""
+    warmup = math.ceil(job.warmup_fraction * total)
+    if step < warmup:
+        return job.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    floor = job.min_lr_ratio
+    return job.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class MixtureSampler:
+    """Blocks of ``seq_len + 1`` tokens, shard chosen by weight, offset uniform."""
+
+    def __init__(self, shards, weights, seq_len, batch_size, seed, rank=0):
+        self.streams = [np.memmap(p, dtype=d, mode="r") for p, d in shards]
+        for (path, _), stream in zip(shards, self.streams):
+            if len(stream) < seq_len + 2:
+                raise BudgetError(f"{path} holds {len(stream)} tokens, fewer than one "
+                                  f"block of {seq_len + 1}; give this language more text")
+        w = np.asarray(weights, dtype=np.float64)
+        self.p = w / w.sum()
+        self.seq_len, self.batch_size, self.seed, self.rank = seq_len, batch_size, seed, rank
+
+    def batch(self, step: int):
+        import torch
+
+        rng = np.random.default_rng([self.seed, step, self.rank])
+        which = rng.choice(len(self.streams), size=self.batch_size, p=self.p)
+        rows = []
+        for s in which:
+            stream = self.streams[s]
+            start = int(rng.integers(0, len(stream) - self.seq_len - 1))
+            rows.append(np.asarray(stream[start:start + self.seq_len + 1], dtype=np.int64))
+        return torch.from_numpy(np.stack(rows))
+
+
+def build_model(job: TrainJob):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if job.init_dir is not None:
+        return AutoModelForCausalLM.from_pretrained(str(job.init_dir), use_safetensors=True,
+                                                    dtype=torch.float32)
+    torch.manual_seed(job.seed)
+    config = AutoConfig.for_model(**job.model_config)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+
+
+def train_flops_per_token(model, seq_len: int) -> float:
+    """6·N (N = parameters outside the embedding lookup) + attention 12·L·d·T."""
+    cfg = model.config
+    n = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name)
+    layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers", 0)
+    d = getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model", 0)
+    return 6.0 * n + 12.0 * layers * d * seq_len
+
+
+def run_job(job: TrainJob, progress: bool = True) -> dict:
+    """Train ``job`` to completion (resuming if a checkpoint exists); return its ledger."""
+    import torch
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    if is_done(job.out_dir):
+        return read_json(job.out_dir / "train_state.json")
+    mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[job.precision]
+    acc = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
+    total = job.steps(acc.num_processes)
+    model = build_model(job)
+    opt = torch.optim.AdamW(model.parameters(), lr=job.lr, betas=job.betas, eps=1e-8,
+                            weight_decay=job.weight_decay)
+    start, history = ckpt.restore(job.out_dir, model, opt)
+    model, opt = acc.prepare(model, opt)
+    sampler = MixtureSampler(job.shards, job.weights, job.seq_len, job.batch_size, job.seed,
+                             acc.process_index)
+    writer = _tensorboard(job, acc)
+    tokens_per_step = job.batch_size * job.seq_len * acc.num_processes
+    bar = tqdm(total=total, initial=start, desc=f"train {job.name}", unit="step",
+               disable=not (progress and acc.is_main_process), dynamic_ncols=True)
+    model.train()
+    t0, wall = time.perf_counter(), history.get("wall_s", 0.0)
+    for step in range(start, total):
+        loss = _step(model, opt, acc, sampler.batch(step).to(acc.device), lr_at(step, total, job),
+                     job.grad_clip)
+        history["last_loss"] = loss
+        bar.update(1)
+        if (step + 1) % job.log_every == 0 or step + 1 == total:
+            bar.set_postfix(loss=f"{loss:.3f}")
+            if writer:
+                writer.add_scalar(f"{job.name}/loss", loss, (step + 1) * tokens_per_step)
+        if (step + 1) % job.save_every == 0 and step + 1 < total and acc.is_main_process:
+            history["wall_s"] = wall + time.perf_counter() - t0
+            ckpt.save(job.out_dir, acc.unwrap_model(model), opt, step + 1, history)
+    bar.close()
+    if writer:
+        writer.close()
+    acc.wait_for_everyone()
+    ledger = {"done": True, "name": job.name, "steps": total, "tokens": total * tokens_per_step,
+              "budget_tokens": job.tokens, "last_loss": history.get("last_loss"),
+              "wall_s": round(wall + time.perf_counter() - t0, 2),
+              "device": str(acc.device), "processes": acc.num_processes,
+              "init": str(job.init_dir) if job.init_dir else None}
+    if acc.is_main_process:
+        _finish(job, acc.unwrap_model(model), ledger)
+    return ledger
+
+
+def _step(model, opt, acc, batch, lr: float, clip: float) -> float:
+    for group in opt.param_groups:
+        group["lr"] = lr
+    with acc.autocast():
+        loss = model(input_ids=batch, labels=batch).loss
+    acc.backward(loss)
+    acc.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def _tensorboard(job: TrainJob, acc):
+    if job.tensorboard_dir is None or not acc.is_main_process:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(job.tensorboard_dir / job.name))
+
+
+def _finish(job: TrainJob, model, ledger: dict) -> None:
+    """Final HF folder first, then the ``done`` marker, then drop the checkpoints."""
+    model.save_pretrained(str(job.out_dir), safe_serialization=True)
+    if job.tokenizer_dir is not None:
+        from xelm.data.tokenizer import load_tokenizer
+
+        load_tokenizer(job.tokenizer_dir).save_pretrained(str(job.out_dir))
+    ledger["flops"] = train_flops_per_token(model, job.seq_len) * ledger["tokens"]
+    ledger["parameters"] = sum(p.numel() for p in model.parameters())
+    write_json(job.out_dir / "train_state.json", ledger)
+    ckpt.clear(job.out_dir)
