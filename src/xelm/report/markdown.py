@@ -1,0 +1,66 @@
+"""``report.md`` and the terminal table, from ``results.json`` alone."""
+
+from __future__ import annotations
+
+import statistics
+
+
+def _models(results: dict) -> list[str]:
+    return list(results["perplexity"])
+
+
+def gains(results: dict, method: str = "xelm_top1", metric: str = "perplexity") -> dict[str, float]:
+    """Relative reduction of ``metric`` by ``method`` versus dense, per language (positive = better)."""
+    table = results[metric]
+    return {lang: 1 - table[method][lang] / table["dense"][lang] for lang in results["languages"]}
+
+
+def summary(results: dict, method: str = "xelm_top1") -> dict:
+    ppl, bpb = gains(results, method), gains(results, method, "bits_per_byte")
+    values = list(ppl.values())
+    return {"method": method, "wins": sum(v > 0 for v in values), "languages": len(values),
+            "mean_ppl_reduction": statistics.fmean(values),
+            "mean_bpb_reduction": statistics.fmean(bpb.values()),
+            "std_ppl_reduction": statistics.pstdev(values),
+            "min_ppl_reduction": min(values), "max_ppl_reduction": max(values)}
+
+
+def table(results: dict, metric: str = "perplexity") -> str:
+    models = _models(results)
+    head = "| language | " + " | ".join(models) + " | top1 vs dense |"
+    rule = "|---" * (len(models) + 2) + "|"
+    fmt = "{:.2f}" if metric == "perplexity" else "{:.3f}"
+    delta = gains(results, metric=metric) if "xelm_top1" in models else {}
+    rows = []
+    for lang in results["languages"]:
+        cells = [fmt.format(results[metric][m][lang]) for m in models]
+        d = f"{-100 * delta[lang]:+.1f}%" if lang in delta else "-"
+        rows.append(f"| {lang} | " + " | ".join(cells) + f" | {d} |")
+    return "\n".join([head, rule, *rows])
+
+
+def budget_line(results: dict) -> str:
+    b = results["budget"]
+    experts = sum(b["expert_tokens"].values())
+    dense = b["dense_tokens"] or 0
+    diff = abs(experts - dense) / max(dense, 1)
+    verdict = "equal within 1%" if diff <= 0.01 else f"NOT equal ({100 * diff:.1f}% apart)"
+    return (f"Training tokens: dense {dense:,}; experts {experts:,} in total over "
+            f"{len(b['expert_tokens'])} experts ({verdict}); seed {b['seed_tokens'] or 0:,}.")
+
+
+def render(results: dict, title: str = "x-ELM run") -> str:
+    parts = [f"# {title}", "", budget_line(results), ""]
+    if "xelm_top1" in results["perplexity"]:
+        s = summary(results)
+        parts += [f"x-ELM (top-1) beats dense on **{s['wins']}/{s['languages']}** languages; "
+                  f"mean perplexity {100 * s['mean_ppl_reduction']:+.1f}% lower "
+                  f"(std {100 * s['std_ppl_reduction']:.1f}, min {100 * s['min_ppl_reduction']:+.1f}, "
+                  f"max {100 * s['max_ppl_reduction']:+.1f}), bits per byte "
+                  f"{100 * s['mean_bpb_reduction']:+.1f}% lower.", ""]
+    parts += ["## Perplexity (test split, lower is better)", "", table(results), "",
+              "## Bits per byte", "", table(results, "bits_per_byte"), "",
+              "![perplexity](plots/perplexity.png)", "",
+              "## Time per stage (seconds)", "",
+              ", ".join(f"{k} {v:.0f}" for k, v in results.get("timing", {}).items()), ""]
+    return "\n".join(parts)

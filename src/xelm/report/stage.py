@@ -1,0 +1,18 @@
+"""The ``report`` stage: ``report.md``, ``plots/perplexity.png``, the terminal table."""
+
+from __future__ import annotations
+
+from xelm.config import Config
+from xelm.io import atomic_write_text, read_json, write_json
+from xelm.report.markdown import render, table
+from xelm.report.plots import perplexity_bars
+from xelm.rundir import RunDir
+
+
+def report(cfg: Config, rd: RunDir) -> str:
+    results = read_json(rd.results)
+    results["timing"] = rd.timing()
+    write_json(rd.results, results)
+    perplexity_bars(results, rd.plots / "perplexity.png")
+    atomic_write_text(rd.root / "report.md", render(results, f"x-ELM run: {rd.root.name}"))
+    return table(results)

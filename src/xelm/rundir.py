@@ -1,0 +1,107 @@
+"""The run directory: the contract between stages (layout in DESIGN.md).
+
+A run directory belongs to one experiment. Its resolved config is written on first use;
+later commands compare theirs with it and refuse to mix results from different settings
+(only keys that cannot change any artifact already written, such as logging cadence or
+evaluation options, may differ). Every stage also logs to ``xelm.log`` inside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from xelm.config import Config
+from xelm.io import atomic_write_text, read_json, write_json
+
+log = logging.getLogger("xelm")
+
+# Keys that may change between invocations on the same run directory.
+MUTABLE_PREFIXES = ("out_dir", "eval.", "train.save_every", "train.log_every", "train.threads")
+
+
+class RunDirError(ValueError):
+    """The run directory cannot be used with this config."""
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    a, b = _flatten(old), _flatten(new)
+    keys = sorted(set(a) | set(b))
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys
+            if a.get(k) != b.get(k) and not k.startswith(MUTABLE_PREFIXES)]
+
+
+@dataclass
+class RunDir:
+    root: Path
+
+    data = property(lambda self: self.root / "data")
+    tokenizer = property(lambda self: self.root / "data" / "tokenizer")
+    seed = property(lambda self: self.root / "seed")
+    dense = property(lambda self: self.root / "dense")
+    experts = property(lambda self: self.root / "experts")
+    allocation = property(lambda self: self.root / "allocation.json")
+    results = property(lambda self: self.root / "results.json")
+    plots = property(lambda self: self.root / "plots")
+    eval_cache = property(lambda self: self.root / "eval")
+
+    @classmethod
+    def open(cls, cfg: Config, force: bool = False) -> "RunDir":
+        """Create or reuse ``cfg.out_dir``; refuse a directory made by another config."""
+        root = Path(cfg.out_dir)
+        saved = root / "config.yaml"
+        new = cfg.model_dump(mode="json")
+        if saved.is_file():
+            diff = config_differences(yaml.safe_load(saved.read_text(encoding="utf-8")), new)
+            if diff and not force:
+                raise RunDirError(
+                    f"{root} was made with a different config:\n  " + "\n  ".join(diff) +
+                    "\nUse a new out_dir (--out DIR), or --force to move the old run aside "
+                    "and start again.")
+            if diff:
+                aside = root.with_name(f"{root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+                root.rename(aside)
+                log.warning("moved the previous run to %s", aside)
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(saved, cfg.to_yaml())
+        rd = cls(root)
+        rd._log_to_file()
+        return rd
+
+    def _log_to_file(self) -> None:
+        path = str((self.root / "xelm.log").resolve())
+        if any(getattr(h, "baseFilename", None) == path for h in log.handlers):
+            return
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+    @contextmanager
+    def timed(self, stage: str):
+        start = time.perf_counter()
+        yield
+        path = self.root / "timing.json"
+        timing = read_json(path) if path.is_file() else {}
+        timing[stage] = round(timing.get(stage, 0.0) + time.perf_counter() - start, 2)
+        write_json(path, timing)
+
+    def timing(self) -> dict:
+        path = self.root / "timing.json"
+        return read_json(path) if path.is_file() else {}

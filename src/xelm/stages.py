@@ -1,0 +1,272 @@
+"""The x-BTM experiment as stages over one run directory.
+
+``prepare -> seed -> allocate -> train -> eval -> report``. Each stage reads what the
+previous ones wrote, skips work that is already done, and writes its outputs atomically,
+so running a stage (or ``run``) again after a crash continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from xelm.config import Config
+from xelm.io import read_json, write_json
+from xelm.rundir import RunDir
+
+log = logging.getLogger("xelm")
+
+SPLITS = ("train", "valid", "test")
+
+
+# --------------------------------------------------------------------------- prepare
+def prepare(cfg: Config, rd: RunDir) -> dict:
+    """Corpus -> splits -> tokenizer -> packed token shards (``data/prepare.json``)."""
+    done = rd.data / "prepare.json"
+    if done.is_file():
+        return read_json(done)
+    from xelm.data import packing, readers, tokenizer
+
+    corpus = readers.read_corpus(cfg.corpus, synthetic_dir=_synthetic_dir(cfg, rd))
+    splits = {lang: _split(cfg, lang, docs) for lang, docs in corpus.items()}
+    for lang, parts in splits.items():
+        for split, docs in parts.items():
+            _write_lines(rd.data / "text" / f"{lang}.{split}.txt", docs)
+    train_docs = {lang: parts["train"] for lang, parts in splits.items()}
+    if cfg.model.base:
+        tok = tokenizer.import_tokenizer(cfg.model.base, rd.tokenizer, cfg.model.trust_remote_code)
+    else:
+        tok = tokenizer.train_bpe(train_docs, cfg.tokenizer.vocab_size,
+                                  cfg.tokenizer.sample_bytes_per_language, rd.tokenizer)
+    stats = {lang: {split: packing.write_shard(packing.shard_path(rd.data, lang, split), tok, docs)
+                    for split, docs in parts.items()} for lang, parts in splits.items()}
+    info = {"languages": list(corpus), "vocab_size": len(tok),
+            "dtype": packing.token_dtype(len(tok)).name, "stats": stats}
+    write_json(done, info)
+    log.info("prepared %d languages: %s", len(corpus), ", ".join(corpus))
+    return info
+
+
+def _synthetic_dir(cfg: Config, rd: RunDir) -> Path | None:
+    if cfg.corpus.source != "synthetic":
+        return None
+    from xelm.data.synthetic import write_corpus
+
+    out = rd.data / "synthetic"
+    if not (out / "languages.json").is_file():
+        syn = cfg.corpus.synthetic
+        write_corpus(out, syn.languages, syn.bytes_per_language, seed=cfg.random_seed)
+    return out
+
+
+def _split(cfg: Config, lang: str, docs: list[str]) -> dict[str, list[str]]:
+    from xelm.data.readers import split_documents
+
+    idx = split_documents(docs, cfg.corpus.valid_fraction, cfg.corpus.test_fraction,
+                          cfg.random_seed, cfg.corpus.split, language=lang)
+    return {split: [docs[i] for i in idx[split]] for split in SPLITS}
+
+
+def _write_lines(path: Path, docs: list[str]) -> None:
+    from xelm.io import atomic_write_text
+
+    atomic_write_text(path, "".join(d + "\n" for d in docs))
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+# --------------------------------------------------------------------------- seed
+def model_config(cfg: Config, vocab_size: int, tok) -> dict:
+    """``transformers`` config kwargs for a fresh model of ``cfg.model``'s shape."""
+    m = cfg.model
+    vocab = -(-vocab_size // 64) * 64
+    special = {"bos_token_id": tok.eos_token_id, "eos_token_id": tok.eos_token_id,
+               "pad_token_id": tok.pad_token_id}
+    if m.arch == "xglm":
+        return {"model_type": "xglm", "vocab_size": vocab, "d_model": m.hidden_size,
+                "num_layers": m.layers, "attention_heads": m.heads, "ffn_dim": m.intermediate_size,
+                "max_position_embeddings": m.context, "dropout": 0.0, "attention_dropout": 0.0,
+                "activation_dropout": 0.0, "layerdrop": 0.0, **special}
+    return {"model_type": "llama", "vocab_size": vocab, "hidden_size": m.hidden_size,
+            "num_hidden_layers": m.layers, "num_attention_heads": m.heads,
+            "num_key_value_heads": m.heads, "intermediate_size": m.intermediate_size,
+            "max_position_embeddings": m.context, "tie_word_embeddings": True, **special}
+
+
+def language_weights(tokens: dict[str, int], alpha: float) -> dict[str, float]:
+    """XGLM-style sampling: p(lang) ∝ (share of tokens)^alpha."""
+    total = sum(tokens.values())
+    raw = {lang: (n / total) ** alpha for lang, n in tokens.items()}
+    norm = sum(raw.values())
+    return {lang: w / norm for lang, w in raw.items()}
+
+
+def _job(cfg: Config, rd: RunDir, name: str, out_dir: Path, languages: list[str], tokens: int,
+         optim, init: Path | None, seed_offset: int, shard: Path | None = None):
+    from xelm.data.tokenizer import load_tokenizer
+    from xelm.train.loop import TrainJob
+
+    info = read_json(rd.data / "prepare.json")
+    if shard is not None:
+        shards, weights = [(shard, info["dtype"])], [1.0]
+    else:
+        from xelm.data.packing import shard_path
+
+        counts = {lang: info["stats"][lang]["train"]["tokens"] for lang in languages}
+        w = language_weights(counts, cfg.train.alpha)
+        shards = [(shard_path(rd.data, lang, "train"), info["dtype"]) for lang in languages]
+        weights = [w[lang] for lang in languages]
+    mc = {} if init else model_config(cfg, info["vocab_size"], load_tokenizer(rd.tokenizer))
+    return TrainJob(name=name, out_dir=out_dir, shards=shards, weights=weights, tokens=tokens,
+                    seq_len=cfg.model.context, batch_size=optim.batch_size, lr=optim.lr,
+                    seed=cfg.random_seed * 1000 + seed_offset, init_dir=init, model_config=mc,
+                    warmup_fraction=optim.warmup_fraction, min_lr_ratio=optim.min_lr_ratio,
+                    weight_decay=optim.weight_decay, grad_clip=optim.grad_clip,
+                    betas=tuple(optim.betas), save_every=cfg.train.save_every,
+                    log_every=cfg.train.log_every, precision=cfg.train.precision,
+                    tensorboard_dir=rd.root / "tensorboard", tokenizer_dir=rd.tokenizer)
+
+
+def seed(cfg: Config, rd: RunDir) -> dict:
+    """The seed model: ``model.base`` imported, or pretrained on all languages."""
+    from xelm.train.loop import is_done, run_job
+
+    if is_done(rd.seed):
+        return read_json(rd.seed / "train_state.json")
+    _threads(cfg)
+    if cfg.model.base:
+        return _import_base(cfg, rd)
+    info = read_json(rd.data / "prepare.json")
+    return run_job(_job(cfg, rd, "seed", rd.seed, info["languages"], cfg.seed.tokens,
+                        cfg.seed, None, 0))
+
+
+def _import_base(cfg: Config, rd: RunDir) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(cfg.model.base, use_safetensors=True,
+                                                 trust_remote_code=cfg.model.trust_remote_code)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions and cfg.model.context > positions:
+        raise ValueError(f"model.context={cfg.model.context} exceeds the {positions} positions "
+                         f"of {cfg.model.base}; lower model.context")
+    model.save_pretrained(str(rd.seed), safe_serialization=True)
+    ledger = {"done": True, "name": "seed", "imported": cfg.model.base, "tokens": 0, "flops": 0.0,
+              "parameters": sum(p.numel() for p in model.parameters())}
+    write_json(rd.seed / "train_state.json", ledger)
+    return ledger
+
+
+def _threads(cfg: Config) -> None:
+    if cfg.train.threads:
+        import torch
+
+        torch.set_num_threads(cfg.train.threads)
+
+
+# --------------------------------------------------------------------------- allocate
+def allocate(cfg: Config, rd: RunDir) -> dict:
+    """Languages or documents -> experts (``allocation.json``)."""
+    if rd.allocation.is_file():
+        return read_json(rd.allocation)
+    from xelm.allocate import allocation as al
+
+    info = read_json(rd.data / "prepare.json")
+    languages = info["languages"]
+    if cfg.allocate.method == "tfidf":
+        result = _allocate_tfidf(cfg, rd, languages)
+    else:
+        groups, tree = al.language_groups(cfg.allocate, languages, _features_file(cfg, rd))
+        result = al.from_groups(cfg.allocate.method, groups, tree)
+        if tree is not None:
+            from xelm.allocate.typology import TypologyTree, plot_dendrogram
+
+            plot_dendrogram(TypologyTree.from_dict(tree), rd.plots / "typology.png")
+    write_json(rd.allocation, result)
+    for name, spec in result["experts"].items():
+        log.info("expert %s: %s", name, " ".join(spec["languages"]))
+    return result
+
+
+def _features_file(cfg: Config, rd: RunDir) -> str | None:
+    if cfg.allocate.features_file:
+        return cfg.allocate.features_file
+    if cfg.corpus.source == "synthetic":
+        return str(rd.data / "synthetic" / "features.csv")
+    return None
+
+
+def _allocate_tfidf(cfg: Config, rd: RunDir, languages: list[str]) -> dict:
+    from xelm.allocate import allocation as al
+    from xelm.allocate.tfidf import allocate_tfidf
+    from xelm.data.packing import write_shard
+    from xelm.data.tokenizer import load_tokenizer
+
+    texts, langs = [], []
+    for lang in languages:
+        docs = read_lines(rd.data / "text" / f"{lang}.train.txt")
+        texts += docs
+        langs += [lang] * len(docs)
+    tok = load_tokenizer(rd.tokenizer)
+    counts = np.array([len(ids) + 1 for ids in tok(texts, add_special_tokens=False)["input_ids"]])
+    a = cfg.allocate
+    assign, router = allocate_tfidf(texts, counts, a.experts, fit_docs=a.fit_docs,
+                                    seed=cfg.random_seed, analyzer=a.analyzer,
+                                    ngram_range=tuple(a.ngram_range), max_features=a.max_features)
+    router.save(rd.root / "router")
+    result = al.from_clusters(assign, langs, counts, a.experts)
+    for i, name in enumerate(result["experts"]):
+        docs = [t for t, c in zip(texts, assign) if c == i]
+        write_shard(al.cluster_shard(rd.data, name), tok, docs)
+    result["router"] = "router"
+    return result
+
+
+# --------------------------------------------------------------------------- train
+def expert_budget(cfg: Config, k: int) -> int:
+    per_expert = cfg.train.tokens // k
+    one_batch = cfg.train.batch_size * cfg.model.context
+    if per_expert < one_batch:
+        raise ValueError(f"train.tokens={cfg.train.tokens:,} split over {k} experts gives "
+                         f"{per_expert:,} tokens each, less than one batch ({one_batch:,}); "
+                         "raise train.tokens or use fewer experts")
+    return per_expert
+
+
+def train(cfg: Config, rd: RunDir) -> dict:
+    """The dense baseline and every expert, each branched from the seed; then ``xelm.json``."""
+    from xelm.allocate.allocation import cluster_shard
+    from xelm.experts.manifest import write_manifest
+    from xelm.train.loop import run_job
+
+    _threads(cfg)
+    info, alloc = read_json(rd.data / "prepare.json"), read_json(rd.allocation)
+    per_expert = expert_budget(cfg, len(alloc["experts"]))
+    jobs = [_job(cfg, rd, "dense", rd.dense, info["languages"], cfg.train.tokens, cfg.train,
+                 rd.seed, 1)]
+    for i, (name, spec) in enumerate(alloc["experts"].items()):
+        shard = cluster_shard(rd.data, name) if alloc["method"] == "tfidf" else None
+        jobs.append(_job(cfg, rd, name, rd.experts / name, spec["languages"], per_expert,
+                         cfg.train, rd.seed, 2 + i, shard=shard))
+    ledgers, failed = {}, {}
+    for job in jobs:
+        try:
+            ledgers[job.name] = run_job(job)
+        except (KeyboardInterrupt, ValueError):
+            raise
+        except Exception as exc:  # one expert failing must not stop the others
+            log.exception("training %s failed", job.name)
+            failed[job.name] = f"{type(exc).__name__}: {exc}"
+    if failed:
+        raise RuntimeError("training failed for " + "; ".join(f"{k} ({v})" for k, v in failed.items())
+                           + ". Fix the cause and run again: finished jobs are kept.")
+    experts = [{"name": n, "path": f"experts/{n}", "languages": spec["languages"],
+                "parent": "seed", "round": 1, "tokens": ledgers[n]["tokens"],
+                "flops": ledgers[n]["flops"]} for n, spec in alloc["experts"].items()]
+    write_manifest(rd.root, experts, "data/tokenizer",
+                   language_to_expert=alloc["language_to_expert"], tfidf=alloc.get("router"))
+    return ledgers
