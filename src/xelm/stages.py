@@ -228,13 +228,19 @@ def _allocate_tfidf(cfg: Config, rd: RunDir, languages: list[str]) -> dict:
 
 # --------------------------------------------------------------------------- train
 def expert_budget(cfg: Config, k: int) -> int:
-    per_expert = cfg.train.tokens // k
+    """Tokens per expert: ``train.tokens / k`` rounded down to whole optimizer steps.
+
+    The dense baseline then gets exactly ``k`` times this, so both sides of the
+    comparison consume the same number of training tokens, not just nearly.
+    """
     one_batch = cfg.train.batch_size * cfg.model.context
-    if per_expert < one_batch:
+    steps = cfg.train.tokens // k // one_batch
+    if steps < 1:
         raise ValueError(f"train.tokens={cfg.train.tokens:,} split over {k} experts gives "
-                         f"{per_expert:,} tokens each, less than one batch ({one_batch:,}); "
+                         f"{cfg.train.tokens // k:,} tokens each, less than one batch "
+                         f"({cfg.train.batch_size} x {cfg.model.context} = {one_batch:,}); "
                          "raise train.tokens or use fewer experts")
-    return per_expert
+    return steps * one_batch
 
 
 def train(cfg: Config, rd: RunDir) -> dict:
@@ -246,8 +252,8 @@ def train(cfg: Config, rd: RunDir) -> dict:
     _threads(cfg)
     info, alloc = read_json(rd.data / "prepare.json"), read_json(rd.allocation)
     per_expert = expert_budget(cfg, len(alloc["experts"]))
-    jobs = [_job(cfg, rd, "dense", rd.dense, info["languages"], cfg.train.tokens, cfg.train,
-                 rd.seed, 1)]
+    jobs = [_job(cfg, rd, "dense", rd.dense, info["languages"], per_expert * len(alloc["experts"]),
+                 cfg.train, rd.seed, 1)]
     for i, (name, spec) in enumerate(alloc["experts"].items()):
         shard = cluster_shard(rd.data, name) if alloc["method"] == "tfidf" else None
         jobs.append(_job(cfg, rd, name, rd.experts / name, spec["languages"], per_expert,

@@ -1,0 +1,433 @@
+"""Corpus readers: one text collection per language, and its train/valid/test split.
+
+Every reader returns ``{language: [document, ...]}``: language codes are normalised by
+:func:`normalize_language` (so ``eng.txt`` and ``corpus.languages: [en]`` meet), and a
+document is one line of text (line breaks inside a record become spaces), because later
+stages write documents one per line. Files are read line by line (Parquet in batches,
+Hugging Face datasets row by row) and reading stops at ``corpus.max_bytes_per_language``,
+so a cap keeps a huge file from being loaded whole.
+
+Every problem the user can fix raises :class:`CorpusError` naming the file or language
+and what to do. ``datasets`` and ``pyarrow`` are imported only when used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import functools
+import importlib.util
+import json
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import langcodes
+import numpy as np
+
+if TYPE_CHECKING:
+    from xelm.config import CorpusConfig, HFDatasetConfig
+
+log = logging.getLogger(__name__)
+
+CORPUS_SUFFIXES = (".txt", ".jsonl", ".parquet")
+# `datasets` builders that read local files: they cannot guess which file is which language.
+LOCAL_BUILDERS = frozenset({"json", "text", "parquet", "csv", "arrow", "pandas", "xml",
+                            "webdataset"})
+# 'und' (undetermined) and 'zxx' (no linguistic content) are valid tags but not languages.
+_NOT_LANGUAGES = frozenset({"und", "zxx"})
+# Every character str.splitlines() breaks on, so a document never spans two lines.
+_LINE_BREAKS = re.compile(r"\s*[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]+\s*")
+_CODE_HINT = ("use an ISO 639 code such as 'en', 'de' or 'ceb', or a private-use code "
+              "'qaa'..'qtz'")
+
+
+class CorpusError(ValueError):
+    """A corpus problem the user must fix; the message names the file or language and how."""
+
+
+# --------------------------------------------------------------------------- languages
+
+def normalize_language(code: str) -> str:
+    """The shortest standard tag for ``code``: 'eng'/'EN' -> 'en', 'deu' -> 'de', 'ceb' -> 'ceb'.
+
+    Accepts ISO 639-1/-3 codes (with optional script/region subtags, 'en_US' -> 'en-US')
+    and the private-use range 'qaa'..'qtz'. Raises :class:`CorpusError` for anything
+    else, suggesting codes when ``code`` looks like a language name ('english' -> 'en').
+    """
+    text = str(code).strip()
+    try:
+        tag = langcodes.Language.get(text)
+    except ValueError:  # LanguageTagError: not even the shape of a tag
+        tag = None
+    primary = tag.language if tag is not None else None
+    if (tag is None or not tag.is_valid() or not primary or not primary.isalpha()
+            or len(primary) not in (2, 3) or primary in _NOT_LANGUAGES):
+        raise CorpusError(_unknown_language(text))
+    return tag.to_tag()
+
+
+def _unknown_language(text: str) -> str:
+    suggestions = _suggest_languages(text)
+    hint = f" (did you mean {' or '.join(map(repr, suggestions))}?)" if suggestions else ""
+    return f"unknown language code {text!r}{hint}: {_CODE_HINT}"
+
+
+def _suggest_languages(text: str) -> list[str]:
+    """Codes of languages whose name is ``text`` or close to it; [] when none is."""
+    if len(text) < 3:
+        return []
+    if importlib.util.find_spec("language_data") is not None:
+        with contextlib.suppress(LookupError, ValueError):
+            return [langcodes.find(text).to_tag()]
+    names = _language_names()
+    if text.lower() in names:
+        return [names[text.lower()]]
+    close = difflib.get_close_matches(text.lower(), list(names), n=3, cutoff=0.8)
+    return list(dict.fromkeys(names[name] for name in close))
+
+
+@functools.lru_cache(maxsize=1)
+def _language_names() -> dict[str, str]:
+    """Lower-case English name -> code, from the IANA registry that ships with langcodes.
+
+    Used when the optional ``language_data`` package (langcodes' name lookup) is absent.
+    """
+    from langcodes.registry_parser import parse_registry
+
+    names: dict[str, str] = {}
+    for entry in parse_registry():
+        subtag = entry.get("Subtag", "")
+        if entry.get("Type") != "language" or "Deprecated" in entry or ".." in subtag:
+            continue
+        for name in entry.get("Description", []):
+            names.setdefault(name.lower(), langcodes.Language.get(subtag).to_tag())
+    return names
+
+
+def _normalize_in(code: str, where: str) -> str:
+    """:func:`normalize_language`, with ``where`` the code came from in the message."""
+    try:
+        return normalize_language(code)
+    except CorpusError as exc:
+        raise CorpusError(f"{where}: {exc}") from None
+
+
+def _normalize_list(codes: Iterable[str], where: str) -> list[str]:
+    """Normalised codes in the given order; a language listed twice is an error."""
+    seen: dict[str, str] = {}
+    for code in codes:
+        lang = _normalize_in(code, where)
+        if lang in seen:
+            raise CorpusError(f"{where} lists language {lang!r} twice ({seen[lang]!r} and "
+                              f"{code!r}); keep one")
+        seen[lang] = code
+    return list(seen)
+
+
+# --------------------------------------------------------------------------- entry point
+
+def read_corpus(cfg: CorpusConfig,
+                synthetic_dir: str | Path | None = None) -> dict[str, list[str]]:
+    """Read the corpus ``cfg`` describes: language -> documents (single lines of text).
+
+    ``cfg.source``: 'dir' reads ``cfg.path`` (one ``<code>.txt|.jsonl|.parquet`` per
+    language); 'synthetic' reads ``synthetic_dir`` the same way (the caller generates
+    it); 'hf' loads one Hugging Face dataset per language in ``cfg.languages``.
+    ``cfg.languages`` selects and orders languages (all of them must exist); without it
+    a directory's languages come in sorted order. ``cfg.max_bytes_per_language`` caps the
+    UTF-8 bytes kept per language, at whole documents.
+    """
+    if cfg.source == "hf":
+        corpus = _read_hf(cfg)
+    else:
+        if cfg.source == "synthetic" and synthetic_dir is None:
+            raise CorpusError("corpus.source is 'synthetic' but no synthetic_dir was given: "
+                              "generate the synthetic corpus first and pass its directory")
+        directory = Path(synthetic_dir if cfg.source == "synthetic" else cfg.path)
+        corpus = _read_dir(directory, cfg.languages, cfg.max_bytes_per_language)
+    for lang, stats in corpus_stats(corpus).items():
+        log.info("corpus %s: %d documents, %d bytes", lang, stats["docs"], stats["bytes"])
+    return corpus
+
+
+def corpus_stats(corpus: dict[str, list[str]]) -> dict[str, dict]:
+    """``{language: {"docs": count, "bytes": UTF-8 bytes}}``, in the corpus' order."""
+    return {lang: {"docs": len(docs), "bytes": sum(len(d.encode("utf-8")) for d in docs)}
+            for lang, docs in corpus.items()}
+
+
+def _clean(text: str) -> str:
+    """One line: line breaks (with the blanks around them) become one space; trimmed."""
+    return _LINE_BREAKS.sub(" ", text).strip()
+
+
+def _take(docs: Iterable[str], max_bytes: int | None,
+          max_docs: int | None = None) -> tuple[list[str], bool]:
+    """Leading documents within both caps, and whether the byte cap cut the stream short.
+
+    Pulls at most one document past the caps (none when the bytes fill the cap exactly),
+    so a lazy reader stops reading there.
+    """
+    kept: list[str] = []
+    total = 0
+    for doc in docs:
+        size = len(doc.encode("utf-8"))
+        if max_bytes is not None and total + size > max_bytes:
+            return kept, True
+        kept.append(doc)
+        total += size
+        if total == max_bytes or (max_docs is not None and len(kept) >= max_docs):
+            break
+    return kept, False
+
+
+def _check_nonempty(docs: list[str], capped: bool, what: str, max_bytes: int | None) -> None:
+    if docs:
+        return
+    if capped:
+        raise CorpusError(f"{what}: its first document is larger than "
+                          f"corpus.max_bytes_per_language ({max_bytes} bytes); raise the cap")
+    raise CorpusError(f"{what} is empty (no documents, or only blank lines): add text or "
+                      "remove it from the corpus")
+
+
+# --------------------------------------------------------------------------- directories
+
+def _read_dir(directory: Path, languages: list[str] | None,
+              max_bytes: int | None) -> dict[str, list[str]]:
+    """Documents of the selected languages of a directory of per-language files."""
+    files = _language_files(directory)
+    if languages is None:
+        selected = list(files)
+    else:
+        selected = _normalize_list(languages, "corpus.languages")
+        missing = [lang for lang in selected if lang not in files]
+        if missing:
+            raise CorpusError(f"corpus.languages asks for {', '.join(missing)} but {directory} "
+                              f"has no file for {'it' if len(missing) == 1 else 'them'}; "
+                              f"available: {', '.join(files)}")
+    return {lang: _read_file(files[lang], max_bytes) for lang in selected}
+
+
+def _language_files(directory: Path) -> dict[str, Path]:
+    """Normalised language -> its corpus file, sorted by language."""
+    if not directory.is_dir():
+        state = "is not a directory" if directory.exists() else "does not exist"
+        raise CorpusError(f"corpus directory {directory} {state}: point corpus.path at a "
+                          "directory with one <code>.txt, <code>.jsonl or <code>.parquet "
+                          "file per language")
+    entries = sorted(directory.iterdir())
+    paths = [p for p in entries if p.is_file() and not p.name.startswith(".")
+             and p.suffix.lower() in CORPUS_SUFFIXES]
+    if not paths:
+        found = ", ".join(p.name for p in entries[:10]) or "nothing"
+        raise CorpusError(f"corpus directory {directory} holds no corpus files (<code>.txt, "
+                          f"<code>.jsonl or <code>.parquet, e.g. en.txt); found: {found}")
+    files: dict[str, Path] = {}
+    for path in paths:
+        try:
+            lang = normalize_language(path.stem)
+        except CorpusError as exc:
+            raise CorpusError(f"{path}: {exc}; name each file <code>{path.suffix}") from None
+        if lang in files:
+            raise CorpusError(f"two files for language {lang!r} in {directory}: "
+                              f"{files[lang].name} and {path.name}; keep one")
+        files[lang] = path
+    return dict(sorted(files.items()))
+
+
+def _read_file(path: Path, max_bytes: int | None) -> list[str]:
+    """Documents of one corpus file, up to ``max_bytes`` UTF-8 bytes."""
+    reader = {".txt": _txt_docs, ".jsonl": _jsonl_docs, ".parquet": _parquet_docs}
+    with contextlib.closing(reader[path.suffix.lower()](path)) as docs:
+        kept, capped = _take(docs, max_bytes)
+    _check_nonempty(kept, capped, str(path), max_bytes)
+    return kept
+
+
+def _utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file, streamed; a BOM is dropped.
+
+    NUL bytes (binary or UTF-16 files) and invalid UTF-8 are errors that give the byte
+    offset and line, so the user can find and fix the spot.
+    """
+    offset = 0
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if b"\x00" in raw:
+                raise CorpusError(f"{path}: NUL byte at byte {offset + raw.index(0)} (line "
+                                  f"{number}): a binary or UTF-16 file, not UTF-8 text; "
+                                  "convert it to UTF-8 or remove it")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise CorpusError(f"{path}: not valid UTF-8 at byte {offset + exc.start} "
+                                  f"(line {number}): {exc.reason}; re-encode the file as "
+                                  "UTF-8 (e.g. iconv -f LATIN1 -t UTF-8)") from None
+            yield number, text.removeprefix("\ufeff") if number == 1 else text
+            offset += len(raw)
+
+
+def _txt_docs(path: Path) -> Iterator[str]:
+    """One document per non-blank line."""
+    for _, line in _utf8_lines(path):
+        doc = _clean(line)
+        if doc:
+            yield doc
+
+
+def _jsonl_docs(path: Path) -> Iterator[str]:
+    """The ``text`` field of each JSON object line; blank lines and null texts skipped."""
+    for number, line in _utf8_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CorpusError(f"{path}: line {number} is not valid JSON ({exc.msg}); each "
+                              'line must be an object like {"text": "..."}') from None
+        if not isinstance(record, dict) or "text" not in record:
+            raise CorpusError(f"{path}: line {number} has no 'text' field; each line must "
+                              'be an object like {"text": "..."}')
+        text = record["text"]
+        if text is not None and not isinstance(text, str):
+            raise CorpusError(f"{path}: line {number}: 'text' is a "
+                              f"{type(text).__name__}, not a string")
+        doc = _clean(text or "")
+        if doc:
+            yield doc
+
+
+def _parquet_docs(path: Path) -> Iterator[str]:
+    """The string column ``text``, read in batches; nulls and blank texts skipped."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise CorpusError(f"{path}: not a readable Parquet file ({exc}); rewrite it with "
+                          "pyarrow or pandas, or remove it") from None
+    schema = parquet.schema_arrow
+    if "text" not in schema.names:
+        raise CorpusError(f"{path}: no 'text' column (columns: {', '.join(schema.names)}); "
+                          "rename the column holding the documents to 'text'")
+    kind = schema.field("text").type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise CorpusError(f"{path}: column 'text' holds {kind}, not strings")
+    with contextlib.closing(parquet):
+        for batch in parquet.iter_batches(batch_size=1024, columns=["text"]):
+            for text in batch.column(0).to_pylist():
+                doc = _clean(text or "")
+                if doc:
+                    yield doc
+
+
+# --------------------------------------------------------------------------- Hugging Face
+
+def _read_hf(cfg: CorpusConfig) -> dict[str, list[str]]:
+    """One ``datasets.load_dataset`` per language of ``cfg.languages``."""
+    if not cfg.languages:
+        raise CorpusError("corpus.source is 'hf' but corpus.languages is not set: list the "
+                          "languages to load, e.g. corpus.languages=[en, de]")
+    hf = cfg.hf
+    langs = _normalize_list(cfg.languages, "corpus.languages")
+    files = None
+    if hf.data_files is not None:
+        keys = _normalize_list(hf.data_files, "corpus.hf.data_files")
+        files = dict(zip(keys, hf.data_files.values()))
+    elif hf.name in LOCAL_BUILDERS:
+        raise CorpusError(f"corpus.hf.name is the local builder {hf.name!r}, which needs "
+                          "corpus.hf.data_files: one file (or glob) per language, e.g. "
+                          "{en: data/en.jsonl}")
+    written = dict(zip(langs, cfg.languages))
+    return {lang: _read_hf_language(hf, written[lang], lang, files,
+                                    cfg.max_bytes_per_language) for lang in langs}
+
+
+def _read_hf_language(hf: HFDatasetConfig, code: str, lang: str,
+                      files: dict[str, str] | None, max_bytes: int | None) -> list[str]:
+    """Documents of one language; ``{lang}`` in name/config is the code as written."""
+    import datasets
+
+    if files is not None and lang not in files:
+        raise CorpusError(f"corpus.hf.data_files has no entry for language {lang!r} "
+                          f"(it has {', '.join(files)}); add one")
+    name = hf.name.format(lang=code)
+    config = hf.config.format(lang=code) if hf.config else None
+    where = f"HF dataset {name!r} (config {config!r}, split {hf.split!r}) for {lang!r}"
+    try:
+        dataset = datasets.load_dataset(name, config, split=hf.split, streaming=hf.streaming,
+                                        data_files=files[lang] if files else None)
+    except Exception as exc:  # datasets raises many types: hub, network, files, schema
+        hint = ("check corpus.hf.data_files" if hf.name in LOCAL_BUILDERS else "without hub "
+                "access use corpus.hf.name=json|text|parquet with corpus.hf.data_files")
+        raise CorpusError(f"could not load {where}: {type(exc).__name__}: {exc}; "
+                          f"{hint}") from exc
+    texts = (_hf_text(row, hf.text_field, where) for row in dataset)
+    kept, capped = _take((doc for doc in texts if doc), max_bytes, hf.max_documents)
+    _check_nonempty(kept, capped, where, max_bytes)
+    return kept
+
+
+def _hf_text(row: dict, field: str, where: str) -> str:
+    if field not in row:
+        raise CorpusError(f"{where}: rows have no field {field!r} (fields: "
+                          f"{', '.join(row)}); set corpus.hf.text_field")
+    text = row[field]
+    if text is not None and not isinstance(text, str):
+        raise CorpusError(f"{where}: field {field!r} is a {type(text).__name__}, not text")
+    return _clean(text or "")
+
+
+# --------------------------------------------------------------------------- splits
+
+def split_documents(docs: list[str], valid_fraction: float, test_fraction: float, seed: int,
+                    method: str = "random", *, language: str = "?") -> dict[str, list[int]]:
+    """Deterministic ``{"train", "valid", "test"}`` -> sorted, disjoint document indices.
+
+    'random': held-out documents come from ``numpy.random.default_rng(seed)``'s
+    permutation of the indices, so the split depends on the seed and the document count
+    only. 'every_nth': with ``n = max(3, round(1 / test_fraction))`` (at most the
+    document count), test is every index with ``i % n == n - 1`` and valid the
+    ``round(valid_fraction * n)`` indices after each test index (``i % n < k``); no
+    randomness, so parallel corpora of equal length hold out the same lines. Both give
+    valid and test at least one document and train the rest (at least one).
+    """
+    count = len(docs)
+    if count < 3:
+        raise CorpusError(f"language {language} has {count} documents; the splits need at "
+                          "least 3 (train, valid and test): add text or drop the language")
+    for name, fraction in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
+        if not 0 < fraction < 0.5:
+            raise ValueError(f"{name} must be in (0, 0.5), got {fraction}")
+    if method == "random":
+        valid, test = _random_holdout(count, valid_fraction, test_fraction, seed)
+    elif method == "every_nth":
+        valid, test = _every_nth_holdout(count, valid_fraction, test_fraction)
+    else:
+        raise ValueError(f"unknown split method {method!r}: use 'random' or 'every_nth'")
+    held = set(valid) | set(test)
+    return {"train": [i for i in range(count) if i not in held], "valid": valid, "test": test}
+
+
+def _random_holdout(count: int, valid_fraction: float, test_fraction: float,
+                    seed: int) -> tuple[list[int], list[int]]:
+    order = np.random.default_rng(seed).permutation(count)
+    n_test = min(max(1, round(count * test_fraction)), count - 2)
+    n_valid = min(max(1, round(count * valid_fraction)), count - 1 - n_test)
+    test = sorted(order[:n_test].tolist())
+    valid = sorted(order[n_test:n_test + n_valid].tolist())
+    return valid, test
+
+
+def _every_nth_holdout(count: int, valid_fraction: float,
+                       test_fraction: float) -> tuple[list[int], list[int]]:
+    period = min(max(3, round(1 / test_fraction)), count)
+    per_period = min(max(1, round(valid_fraction * period)), period - 2)
+    test = [i for i in range(count) if i % period == period - 1]
+    valid = [i for i in range(count) if i % period < per_period]
+    return valid, test

@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny config over the synthetic corpus, run in seconds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+# Smaller still than configs/tiny.yaml: the end-to-end tests run the pipeline several times.
+TINY = [
+    "corpus.synthetic.languages=3", "corpus.synthetic.bytes_per_language=30000",
+    "tokenizer.vocab_size=384",
+    "model.hidden_size=32", "model.layers=1", "model.heads=2", "model.intermediate_size=64",
+    "model.context=32",
+    "seed.tokens=12000", "seed.batch_size=8",
+    "train.tokens=24000", "train.batch_size=8", "train.save_every=5", "train.threads=1",
+    "allocate.method=typology", "allocate.experts=2",
+    "eval.methods=[top1, ensemble]", "eval.max_tokens_per_language=1500",
+]
+
+
+def tiny_args(out: Path, *extra: str) -> list[str]:
+    """Arguments for ``xelm <cmd> configs/tiny.yaml`` with the test overrides."""
+    args = [str(ROOT / "configs" / "tiny.yaml"), "--out", str(out)]
+    for item in [*TINY, *extra]:
+        args += ["--set", item]
+    return args
+
+
+@pytest.fixture
+def corpus_dir(tmp_path: Path) -> Path:
+    """A small real-format corpus directory: three languages of plain text."""
+    d = tmp_path / "corpus"
+    d.mkdir()
+    texts = {"en": "the cat sat on the mat and looked at the dog {i}",
+             "de": "die katze sass auf der matte und sah den hund an {i}",
+             "fr": "le chat etait assis sur le tapis et regardait le chien {i}"}
+    for lang, template in texts.items():
+        (d / f"{lang}.txt").write_text("\n".join(template.format(i=i) for i in range(60)) + "\n",
+                                       encoding="utf-8")
+    return d

@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import pytest
+
+from xelm import config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    cfg = config.load(path)
+    assert cfg.out_dir.startswith("runs/")
+
+
+def test_defaults_hold_the_contract_keys():
+    cfg = config.load(None)
+    for dotted in ("corpus.source", "corpus.path", "corpus.languages", "model.base", "seed.tokens",
+                   "train.tokens", "allocate.method", "allocate.experts", "eval.methods",
+                   "out_dir", "random_seed"):
+        node = cfg
+        for part in dotted.split("."):
+            node = getattr(node, part)  # raises if the key is missing
+
+
+def test_set_values_are_parsed_as_yaml():
+    cfg = config.load(None, ["corpus.languages=[en, de]", "train.tokens=1000000",
+                             "allocate.method=tfidf", "model.base=null"])
+    assert cfg.corpus.languages == ["en", "de"]
+    assert cfg.train.tokens == 1_000_000
+    assert cfg.allocate.method == "tfidf"
+    assert cfg.model.base is None
+
+
+def test_out_dir_option_wins():
+    assert config.load(None, ["out_dir=runs/a"], out_dir="runs/b").out_dir == "runs/b"
+
+
+def test_unknown_key_suggests_the_closest():
+    with pytest.raises(config.ConfigError, match=r"unknown config key 'train.tokns'.*Did you mean 'train.tokens'"):
+        config.load(None, ["train.tokns=5"])
+
+
+def test_unknown_section_suggests_the_closest():
+    with pytest.raises(config.ConfigError, match=r"Did you mean 'allocate'"):
+        config.load(None, ["alocate.experts=5"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.tokens=-5", "train.tokens"),
+    ("train.tokens=lots", "train.tokens"),
+    ("allocate.method=kmeans", "allocate.method"),
+    ("model.hidden_size=30", "divisible"),
+    ("corpus.source=dir", "corpus.path"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.load(None, [override])
+
+
+def test_override_syntax_errors():
+    with pytest.raises(config.ConfigError, match="dotted.key=value"):
+        config.load(None, ["train.tokens"])
+    with pytest.raises(config.ConfigError, match="train.tokens"):
+        config.load(None, ["train.tokens.x=1"])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(config.ConfigError, match="does not exist"):
+        config.load(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(config.ConfigError, match="mapping"):
+        config.load(bad)
+
+
+def test_config_module_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, xelm.config; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
