@@ -48,10 +48,14 @@ def evaluate(cfg: Config, rd: RunDir) -> dict:
     """Score seed, dense and the expert set (each method in ``eval.methods``)."""
     import torch
 
+    with torch.inference_mode():
+        return _evaluate(cfg, rd)
+
+
+def _evaluate(cfg: Config, rd: RunDir) -> dict:
     from xelm.experts.store import load_causal_lm
     from xelm.infer.mixture import score_targets, target_logprobs
 
-    torch.set_grad_enabled(False)
     streams = _test_streams(cfg, rd)
     scores = {}
     for key, folder in (("seed", rd.seed), ("dense", rd.dense)):

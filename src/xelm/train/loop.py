@@ -136,6 +136,15 @@ def run_job(job: TrainJob, progress: bool = True) -> dict:
 
     if is_done(job.out_dir):
         return read_json(job.out_dir / "train_state.json")
+    with torch.enable_grad():
+        return _train(job, progress)
+
+
+def _train(job: TrainJob, progress: bool) -> dict:
+    import torch
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
     mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[job.precision]
     acc = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
     total = job.steps(acc.num_processes)

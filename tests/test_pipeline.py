@@ -1,0 +1,100 @@
+"""End to end: the whole x-BTM pipeline on a tiny synthetic config, resumed after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_args
+from xelm.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["run", *tiny_args(out)]) == 0
+    return out
+
+
+def test_run_writes_the_contract(finished_run):
+    results = json.loads((finished_run / "results.json").read_text())
+    langs = results["languages"]
+    assert langs == ["qaa", "qab", "qac"]
+    for key in ("seed", "dense", "xelm_top1", "xelm_ensemble"):
+        assert set(results["perplexity"][key]) == set(langs)
+        assert set(results["bits_per_byte"][key]) == set(langs)
+        assert all(v > 1 for v in results["perplexity"][key].values())
+    budget = results["budget"]
+    assert budget["dense_tokens"] == sum(budget["expert_tokens"].values())
+    # training happened: dense improves on the seed everywhere
+    assert all(results["perplexity"]["dense"][l] < results["perplexity"]["seed"][l] for l in langs)
+    for path in ("config.yaml", "xelm.json", "allocation.json", "report.md", "plots/perplexity.png",
+                 "plots/typology.png", "seed/model.safetensors", "dense/model.safetensors",
+                 "experts/e0/model.safetensors", "experts/e1/model.safetensors", "xelm.log"):
+        assert (finished_run / path).is_file(), path
+    assert not list(finished_run.rglob("*.bin")) or all(
+        p.parent.name == "tokens" for p in finished_run.rglob("*.bin"))  # no pickled weights
+    assert not list(finished_run.rglob("_checkpoints"))
+    assert "top1 vs dense" in (finished_run / "report.md").read_text()
+
+
+def test_second_run_skips_finished_work(finished_run, capsys):
+    before = {p: p.stat().st_mtime_ns for p in finished_run.rglob("*.safetensors")}
+    start = time.perf_counter()
+    assert main(["run", *tiny_args(finished_run)]) == 0
+    assert time.perf_counter() - start < 30
+    assert before == {p: p.stat().st_mtime_ns for p in finished_run.rglob("*.safetensors")}
+    assert "qaa" in capsys.readouterr().out
+
+
+def test_stage_commands_share_the_run_directory(finished_run, capsys):
+    assert main(["allocate", *tiny_args(finished_run)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("e0:") and "e1:" in out
+    assert main(["report", *tiny_args(finished_run)]) == 0
+    assert "| language |" in capsys.readouterr().out
+
+
+def test_stage_without_its_prerequisite_says_what_to_run(tmp_path, capsys):
+    assert main(["train", *tiny_args(tmp_path / "fresh")]) == 2
+    assert "needs 'prepare' first" in capsys.readouterr().err
+
+
+def test_changed_config_is_refused(finished_run, capsys):
+    assert main(["run", *tiny_args(finished_run, "train.tokens=48000")]) == 2
+    err = capsys.readouterr().err
+    assert "train.tokens: 24000 -> 48000" in err and "--force" in err
+
+
+def _kill_when(out: Path, marker: str, args: list[str], timeout: float = 240) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "xelm", "run", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not (out / marker).exists():
+        assert proc.poll() is None, "the run ended before reaching the kill point"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_sigkill_during_expert_training_resumes_to_the_same_results(finished_run, tmp_path):
+    out = tmp_path / "killed"
+    args = tiny_args(out)
+    _kill_when(out, "experts/e1/_checkpoints/latest.json", args)
+    assert not (out / "results.json").exists()
+    assert main(["run", *args]) == 0
+    got = json.loads((out / "results.json").read_text())
+    want = json.loads((finished_run / "results.json").read_text())
+    assert got["perplexity"] == want["perplexity"]
+    assert got["budget"] == want["budget"]
