@@ -1,0 +1,355 @@
+"""TF-IDF allocation (c-BTM style): documents -> TF-IDF -> balanced spherical k-means.
+
+Every cluster (expert) gets the same share of training tokens, within ``tolerance``
+(default 5%), enforced when documents are assigned rather than hoped for: each Lloyd step
+assigns documents greedily, the most decided first, to their nearest cluster with room
+left, then repairs any cluster left short (see :func:`balanced_assign`).
+
+The fitted :class:`TfidfRouter` (vocabulary, idf, centroids, options) is saved as JSON +
+NPZ, never pickled, and routes new text by squared Euclidean distance between L2-normalised
+TF-IDF vectors and L2-normalised centroids (``d^2 = 2 - 2 cos``, so ``d^2`` is in [0, 2]).
+The vectorizer is fitted on a sample (``fit_docs``); the remaining documents are
+vectorised in batches and only their ``[n, k]`` distances are kept, so the corpus never
+has to fit in memory as a matrix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+FORMAT = "xelm-tfidf-router/1"
+VECTORIZER_OPTIONS = ("analyzer", "ngram_range", "max_features", "sublinear_tf", "lowercase",
+                      "min_df", "max_df", "strip_accents")
+
+
+def estimate_tokens(texts: Sequence[str]) -> np.ndarray:
+    """Token counts estimated as ``ceil(characters / 4)`` (at least 1 per document).
+
+    A stand-in when no tokenizer is at hand; pass real counts when you have them.
+    """
+    return np.array([max(1, math.ceil(len(text) / 4)) for text in texts], dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- assignment
+
+
+def balanced_assign(distances: np.ndarray, weights: np.ndarray,
+                    tolerance: float = 0.05) -> np.ndarray:
+    """Cluster id per row of ``distances [n, k]`` with every cluster's weight near total/k.
+
+    Rows are taken in order of regret (second-nearest minus nearest distance, largest
+    first) and each goes to its nearest cluster whose load stays within
+    ``share * (1 + tolerance)``; clusters then left below ``share * (1 - tolerance)`` take
+    the documents that are cheapest to move from clusters that can spare them.
+
+    Guarantee: every cluster ends within ``tolerance`` of the equal share whenever every
+    weight is at most ``tolerance * share``. Heavier documents are placed best effort, and
+    a document heavier than ``share * (1 + tolerance)`` necessarily overfills its cluster.
+    """
+    d = np.asarray(distances, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if d.ndim != 2 or w.shape != (d.shape[0],):
+        raise ValueError(f"distances {d.shape} and weights {w.shape} do not match")
+    if (w < 0).any() or not 0 <= tolerance < 1:
+        raise ValueError("weights must be >= 0 and 0 <= tolerance < 1")
+    n, k = d.shape
+    share = w.sum() / k
+    high, low = share * (1 + tolerance), share * (1 - tolerance)
+    preference = np.argsort(d, axis=1, kind="stable")
+    ranked = np.take_along_axis(d, preference, axis=1)
+    regret = ranked[:, 1] - ranked[:, 0] if k > 1 else np.zeros(n)
+    order = np.lexsort((-w, -regret))  # most decided first; heavier first among ties
+    assign = np.empty(n, dtype=np.int64)
+    load = np.zeros(k)
+    for i in order:
+        room = load[preference[i]] + w[i] <= high
+        c = preference[i][np.argmax(room)] if room.any() else int(np.argmin(load))
+        assign[i] = c
+        load[c] += w[i]
+    _fill_short_clusters(d, w, assign, load, low, high)
+    return assign
+
+
+def _fill_short_clusters(d, w, assign, load, low, high) -> None:
+    """Move the cheapest documents into clusters below ``low`` (in place)."""
+    for _ in range(d.shape[1]):
+        short = np.flatnonzero(load < low)
+        if short.size == 0:
+            return
+        for u in short[np.argsort(load[short])]:
+            cost = d[:, u] - d[np.arange(len(w)), assign]
+            for i in np.argsort(cost, kind="stable"):
+                if load[u] >= low:
+                    break
+                src = assign[i]
+                if src == u or load[src] - w[i] < low or load[u] + w[i] > high:
+                    continue
+                assign[i], load[src], load[u] = u, load[src] - w[i], load[u] + w[i]
+
+
+# --------------------------------------------------------------------------- router
+
+
+def _l2_normalise_rows(matrix):
+    from sklearn.preprocessing import normalize
+
+    return normalize(matrix, norm="l2", copy=False)
+
+
+@dataclass(eq=False)
+class TfidfRouter:
+    """A fitted TF-IDF vectorizer plus k centroids; routes text by distance to them."""
+
+    terms: list[str]
+    idf: np.ndarray  # [f] float64, sklearn's smooth idf: ln((1 + n) / (1 + df)) + 1
+    centroids: np.ndarray  # [k, f] float32, L2-normalised
+    analyzer: str = "char_wb"
+    ngram_range: tuple[int, int] = (2, 4)
+    lowercase: bool = True
+    sublinear_tf: bool = True
+    strip_accents: str | None = None
+    meta: dict = field(default_factory=dict)  # how it was fitted; informational
+
+    @property
+    def k(self) -> int:
+        return int(self.centroids.shape[0])
+
+    @cached_property
+    def _counter(self):
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        return CountVectorizer(analyzer=self.analyzer, ngram_range=tuple(self.ngram_range),
+                               lowercase=self.lowercase, strip_accents=self.strip_accents,
+                               vocabulary={t: i for i, t in enumerate(self.terms)},
+                               dtype=np.float32)
+
+    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """L2-normalised TF-IDF rows ``[n, f]``, as sklearn's ``TfidfVectorizer`` makes them."""
+        return self._weight(self._counter.transform(texts))
+
+    def _weight(self, counts: sp.csr_matrix) -> sp.csr_matrix:
+        counts = sp.csr_matrix(counts, dtype=np.float32)
+        if self.sublinear_tf:
+            np.log(counts.data, out=counts.data)
+            counts.data += 1
+        return _l2_normalise_rows(counts @ sp.diags(self.idf.astype(np.float32)))
+
+    def _distances_of(self, vectors: sp.csr_matrix) -> np.ndarray:
+        x2 = np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel()[:, None]
+        c2 = (self.centroids.astype(np.float64) ** 2).sum(axis=1)[None, :]
+        cross = np.asarray(vectors @ self.centroids.T, dtype=np.float64)
+        return np.maximum(x2 + c2 - 2.0 * cross, 0.0)
+
+    def distances(self, texts: Sequence[str], batch_size: int = 2048,
+                  progress: bool = False) -> np.ndarray:
+        """Squared Euclidean distances ``[n, k]`` from each text to each centroid."""
+        from tqdm.auto import tqdm
+
+        starts = range(0, len(texts), batch_size)
+        parts = [self._distances_of(self.transform(texts[s:s + batch_size]))
+                 for s in tqdm(starts, desc="tf-idf routing", unit="batch", disable=not progress)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.k))
+
+    def route(self, texts: Sequence[str]) -> np.ndarray:
+        """Same as :meth:`distances` (the router's public name for inference code)."""
+        return self.distances(texts)
+
+    # ----------------------------------------------------------------------- fitting
+
+    @classmethod
+    def fit(cls, texts: Sequence[str], k: int, *, analyzer: str = "char_wb",
+            ngram_range: tuple[int, int] = (2, 4), max_features: int | None = 50_000,
+            token_counts: np.ndarray | None = None, seed: int = 0, iterations: int = 10,
+            tolerance: float = 0.05, **vectorizer_opts) -> "TfidfRouter":
+        """Fit the vectorizer on ``texts`` and balanced spherical k-means with k clusters.
+
+        ``token_counts`` weigh the balance (default :func:`estimate_tokens`); further
+        ``vectorizer_opts``: sublinear_tf (True), lowercase (True), min_df, max_df,
+        strip_accents.
+        """
+        router, _, _ = cls._fit(texts, k, analyzer=analyzer, ngram_range=ngram_range,
+                                max_features=max_features, token_counts=token_counts,
+                                seed=seed, iterations=iterations, tolerance=tolerance,
+                                **_vectorizer_opts(vectorizer_opts))
+        return router
+
+    @classmethod
+    def _fit(cls, texts, k, *, token_counts=None, seed=0, iterations=10, tolerance=0.05,
+             **vectorizer_opts):
+        """Fit; also return the TF-IDF matrix and the last balanced assignment."""
+        _check_k(k, len(texts))
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1, not {iterations}")
+        weights = estimate_tokens(texts) if token_counts is None else np.asarray(token_counts)
+        if weights.shape != (len(texts),):
+            raise ValueError(f"token_counts has shape {weights.shape}, expected ({len(texts)},)")
+        router, vectors = cls._fit_vectorizer(texts, **vectorizer_opts)
+        router.centroids = _kmeans_plus_plus(vectors, k, seed)
+        assign, done = None, 0
+        for done in range(1, iterations + 1):
+            new = balanced_assign(router._distances_of(vectors), weights, tolerance)
+            if assign is not None and np.array_equal(new, assign):
+                break
+            assign = new
+            router.centroids = _group_centroids(vectors, assign, k)
+        shares = np.bincount(assign, weights=weights, minlength=k) / max(weights.sum(), 1)
+        router.meta.update(k=k, seed=seed, iterations=done, tolerance=tolerance,
+                           fit_documents=len(texts), fit_token_shares=shares.round(6).tolist())
+        return router, vectors, assign
+
+    @classmethod
+    def _fit_vectorizer(cls, texts, *, analyzer="char_wb", ngram_range=(2, 4),
+                        max_features=50_000, sublinear_tf=True, lowercase=True, min_df=1,
+                        max_df=1.0, strip_accents=None):
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        counter = CountVectorizer(analyzer=analyzer, ngram_range=tuple(ngram_range),
+                                  max_features=max_features, lowercase=lowercase,
+                                  min_df=min_df, max_df=max_df, strip_accents=strip_accents,
+                                  dtype=np.float32)
+        counts = counter.fit_transform(texts).tocsr()
+        df = np.bincount(counts.indices, minlength=counts.shape[1])
+        idf = np.log((1.0 + counts.shape[0]) / (1.0 + df)) + 1.0
+        terms = [None] * len(counter.vocabulary_)
+        for term, index in counter.vocabulary_.items():
+            terms[index] = term
+        router = cls(terms=terms, idf=idf, centroids=np.zeros((0, len(terms)), np.float32),
+                     analyzer=analyzer, ngram_range=tuple(ngram_range), lowercase=lowercase,
+                     sublinear_tf=sublinear_tf, strip_accents=strip_accents,
+                     meta={"max_features": max_features, "min_df": min_df, "max_df": max_df})
+        return router, router._weight(counts)
+
+    @classmethod
+    def from_groups(cls, texts: Sequence[str], group_ids: np.ndarray,
+                    **vectorizer_opts) -> "TfidfRouter":
+        """A router whose centroids are given groups' TF-IDF centres (e.g. typology experts)."""
+        group_ids = _check_groups(group_ids, len(texts))
+        router, vectors = cls._fit_vectorizer(texts, **_vectorizer_opts(vectorizer_opts))
+        router.centroids = _group_centroids(vectors, group_ids, int(group_ids.max()) + 1)
+        router.meta.update(k=router.k, fit_documents=len(texts), centroids="from_groups")
+        return router
+
+    # ----------------------------------------------------------------------- files
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``router.json`` (options, vocabulary) and ``router.npz`` (idf, centroids)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        header = {"format": FORMAT, "k": self.k, "n_features": len(self.terms),
+                  "analyzer": self.analyzer, "ngram_range": list(self.ngram_range),
+                  "lowercase": self.lowercase, "sublinear_tf": self.sublinear_tf,
+                  "strip_accents": self.strip_accents, "meta": self.meta, "terms": self.terms}
+        (directory / "router.json").write_text(json.dumps(header), encoding="utf-8")
+        np.savez(directory / "router.npz", idf=self.idf, centroids=self.centroids)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TfidfRouter":
+        directory = Path(directory)
+        header = json.loads((directory / "router.json").read_text(encoding="utf-8"))
+        if header.get("format") != FORMAT:
+            raise ValueError(f"{directory}/router.json is not a {FORMAT} file")
+        with np.load(directory / "router.npz", allow_pickle=False) as arrays:
+            idf, centroids = arrays["idf"], arrays["centroids"]
+        if idf.shape != (len(header["terms"]),) or centroids.shape[1:] != idf.shape:
+            raise ValueError(f"{directory}: router.json and router.npz do not match")
+        return cls(terms=header["terms"], idf=idf, centroids=centroids,
+                   analyzer=header["analyzer"], ngram_range=tuple(header["ngram_range"]),
+                   lowercase=header["lowercase"], sublinear_tf=header["sublinear_tf"],
+                   strip_accents=header["strip_accents"], meta=header.get("meta", {}))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_k(k: int, n_docs: int) -> None:
+    if not 1 <= k <= n_docs:
+        raise ValueError(f"cannot make k={k} TF-IDF clusters from {n_docs} documents: "
+                         f"need 1 <= k <= {n_docs}")
+
+
+def _check_groups(group_ids, n_docs: int) -> np.ndarray:
+    group_ids = np.asarray(group_ids, dtype=np.int64)
+    if group_ids.shape != (n_docs,) or n_docs == 0 or group_ids.min() < 0:
+        raise ValueError(f"group_ids must be {n_docs} non-negative integers")
+    missing = sorted(set(range(group_ids.max() + 1)) - set(group_ids.tolist()))
+    if missing:
+        raise ValueError(f"groups {missing} have no documents")
+    return group_ids
+
+
+def _vectorizer_opts(options: dict) -> dict:
+    unknown = sorted(set(options) - set(VECTORIZER_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown TF-IDF options {unknown}; known: {list(VECTORIZER_OPTIONS)}")
+    return options
+
+
+def _kmeans_plus_plus(vectors: sp.csr_matrix, k: int, seed: int) -> np.ndarray:
+    from sklearn.cluster import kmeans_plusplus
+
+    centres, _ = kmeans_plusplus(vectors, k, random_state=seed)
+    centres = centres.toarray() if sp.issparse(centres) else np.asarray(centres)
+    return _l2_normalise_rows(centres.astype(np.float32))
+
+
+def _group_centroids(vectors: sp.csr_matrix, group_ids: np.ndarray, k: int) -> np.ndarray:
+    """L2-normalised mean vector of each group's rows: ``[k, f]`` float32."""
+    n = vectors.shape[0]
+    member = sp.csr_matrix((np.ones(n, np.float32), (group_ids, np.arange(n))), shape=(k, n))
+    return _l2_normalise_rows(np.asarray((member @ vectors).todense(), dtype=np.float32))
+
+
+def centroids_from_groups(router: TfidfRouter, texts: Sequence[str], group_ids: np.ndarray,
+                          batch_size: int = 2048) -> np.ndarray:
+    """TF-IDF centre ``[g, f]`` of each group's documents under an existing router.
+
+    Gives experts allocated another way (typology, one per language) a TF-IDF centre:
+    ``dataclasses.replace(router, centroids=centroids_from_groups(...))`` routes to them.
+    """
+    group_ids = _check_groups(group_ids, len(texts))
+    k = int(group_ids.max()) + 1
+    total = np.zeros((k, len(router.terms)), dtype=np.float64)
+    for s in range(0, len(texts), batch_size):
+        ids = group_ids[s:s + batch_size]
+        member = sp.csr_matrix((np.ones(len(ids)), (ids, np.arange(len(ids)))),
+                               shape=(k, len(ids)))
+        total += (member @ router.transform(texts[s:s + batch_size])).toarray()
+    return _l2_normalise_rows(total.astype(np.float32))
+
+
+def allocate_tfidf(texts: Sequence[str], token_counts: np.ndarray | None, k: int, *,
+                   fit_docs: int = 20_000, seed: int = 0, iterations: int = 10,
+                   tolerance: float = 0.05, batch_size: int = 2048, progress: bool = True,
+                   **vectorizer_opts) -> tuple[np.ndarray, TfidfRouter]:
+    """Cluster id for every text (balanced by ``token_counts``) and the fitted router.
+
+    The router is fitted on ``fit_docs`` texts drawn with ``seed``; the others are routed
+    in batches of ``batch_size`` (with a progress bar); the final balanced assignment is
+    made over all texts at once from their ``[n, k]`` distances.
+    """
+    n = len(texts)
+    _check_k(k, n)
+    weights = estimate_tokens(texts) if token_counts is None else np.asarray(token_counts)
+    if weights.shape != (n,):
+        raise ValueError(f"token_counts has shape {weights.shape}, expected ({n},)")
+    if fit_docs < k:
+        raise ValueError(f"fit_docs={fit_docs} is smaller than k={k}")
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, fit_docs, replace=False)) if n > fit_docs else np.arange(n)
+    router, vectors, _ = TfidfRouter._fit(
+        [texts[i] for i in sample], k, token_counts=weights[sample], seed=seed,
+        iterations=iterations, tolerance=tolerance, **_vectorizer_opts(vectorizer_opts))
+    distances = np.empty((n, k))
+    distances[sample] = router._distances_of(vectors)
+    rest = np.setdiff1d(np.arange(n), sample)
+    if rest.size:
+        distances[rest] = router.distances([texts[i] for i in rest], batch_size, progress)
+    return balanced_assign(distances, weights, tolerance), router

@@ -1,0 +1,395 @@
+"""Typological allocation: languages -> URIEL vectors -> distances -> clusters of languages.
+
+The paper (x-BTM, Blevins et al. 2024) groups its training languages by lang2vec
+``syntax_average`` vectors, with a cosine distance that skips missing features and an
+agglomerative clustering that, every round, greedily pairs the closest free clusters
+(cluster distance = closest pair of members), halving their number until k remain.
+``cluster`` records the *whole* merge history (down to one root) as a ``TypologyTree``, so
+one tree answers ``groups(k)`` for every k and gives HMR its parents.
+
+lang2vec is imported lazily (it takes ~2 s and needs ``pkg_resources``, i.e.
+``setuptools<81``). It ships no offline distances, and its ``learned`` set is a pickled
+array that fails to load, so distances are computed here and ``learned`` is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import warnings
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+LINKAGES = ("paper", "average", "complete", "single", "ward")
+
+
+class TypologyError(ValueError):
+    """Languages that cannot be placed typologically; the message says which and how to fix it."""
+
+
+# --------------------------------------------------------------------------- vectors
+
+
+@lru_cache(maxsize=1)
+def _lang2vec():
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pkg_resources deprecation, printed on import
+            import lang2vec.lang2vec as l2v
+    except ImportError as error:
+        raise ImportError("lang2vec could not be imported; it needs pkg_resources, i.e. "
+                          "setuptools<81 in this environment") from error
+    return l2v
+
+
+def _feature_sets() -> list[str]:
+    return [name for name in _lang2vec().FEATURE_SETS_DICT if name != "learned"]
+
+
+@lru_cache(maxsize=None)
+def _uriel_table(filename: str) -> dict[str, np.ndarray]:
+    path = os.path.join(os.path.dirname(_lang2vec().__file__), "data", filename)
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+def to_iso639_3(code: str) -> str:
+    """A corpus language code (ISO 639-1, 639-3, a BCP 47 tag) as ISO 639-3, via langcodes."""
+    import langcodes
+
+    try:
+        return langcodes.Language.get(code).to_alpha3()
+    except (LookupError, ValueError) as error:
+        raise TypologyError(f"language code {code!r} is not a known ISO 639 code ({error}); "
+                            "give a features_file that lists it instead") from error
+
+
+def _parse_feature_sets(features: str) -> list[str]:
+    parts = [part.strip() for part in features.split("+")]
+    known = _feature_sets()
+    for part in parts:
+        for name in part.split("|"):
+            if name == "learned":
+                raise TypologyError(
+                    "the lang2vec feature set 'learned' is not supported: lang2vec 1.1.2 ships "
+                    "it as a pickled array that fails to load. Choose one of " + ", ".join(known))
+            if name not in known:
+                raise TypologyError(f"unknown lang2vec feature set {name!r} in {features!r}; "
+                                    f"choose from {', '.join(known)} (join several with '+')")
+    return parts
+
+
+def covering_feature_sets(code3: str) -> list[str]:
+    """The lang2vec feature sets with at least one known value for an ISO 639-3 code."""
+    covering = []
+    for name in _feature_sets():
+        filename, source, prefix = _lang2vec().FEATURE_SETS_DICT[name]
+        table = _uriel_table(filename)
+        rows = np.flatnonzero(table["langs"] == code3)
+        if rows.size == 0:
+            return []
+        if name == "id":
+            covering.append(name)
+            continue
+        columns = np.array([str(f).startswith(prefix) for f in table["feats"]])
+        values = table["data"][rows[0]][columns][:, table["sources"] == source]
+        if np.any(values != -1.0):
+            covering.append(name)
+    return covering
+
+
+def _check_uriel(languages: list[str], codes: list[str]) -> None:
+    known = set(_uriel_table("feature_averages.npz")["langs"].tolist())
+    unknown = [f"{lang} ({code})" for lang, code in zip(languages, codes) if code not in known]
+    if unknown:
+        raise TypologyError(f"not in URIEL/lang2vec: {', '.join(unknown)}. Give a features_file "
+                            "(CSV: language, feature columns) that lists them, or drop them")
+
+
+def language_vectors(languages: list[str], features: str = "syntax_average",
+                     features_file: str | None = None) -> np.ndarray:
+    """Feature vectors ``[n, f]`` (NaN = missing) for corpus language codes.
+
+    ``features`` is any lang2vec set or a '+' concatenation (e.g.
+    ``syntax_knn+phonology_knn+inventory_knn``), queried with ``minimal=False`` so a
+    language's vector does not depend on which other languages are asked for. A CSV
+    ``features_file`` replaces lang2vec. Unknown languages, or languages with no value in the
+    chosen set, raise :class:`TypologyError` naming them (and the sets that do cover them).
+    """
+    if features_file is not None:
+        return _read_feature_table(features_file, languages)
+    parts = _parse_feature_sets(features)
+    codes = [to_iso639_3(lang) for lang in languages]
+    _check_uriel(languages, codes)
+    table = _lang2vec().get_features(codes, "+".join(parts), minimal=False)
+    vectors = np.array([[math.nan if v == "--" else float(v) for v in table[code]]
+                        for code in codes], dtype=np.float64).reshape(len(codes), -1)
+    empty = np.all(np.isnan(vectors), axis=1)
+    if empty.any():
+        lines = [f"{languages[i]} ({codes[i]}): covered by "
+                 f"{', '.join(covering_feature_sets(codes[i])) or 'none'}"
+                 for i in np.flatnonzero(empty)]
+        raise TypologyError(f"no {features!r} features for: " + "; ".join(lines))
+    return vectors
+
+
+def _read_feature_table(path: str | os.PathLike, languages: list[str]) -> np.ndarray:
+    """Rows of a CSV (``language`` column, then numeric features; blank = missing)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    if not rows or not rows[0] or rows[0][0].strip() != "language" or len(rows[0]) < 2:
+        raise TypologyError(f"{path}: the first row must be a header 'language,<feature>,...'")
+    table = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        try:
+            table[row[0].strip()] = [float(v) if v.strip() else math.nan for v in row[1:]]
+        except ValueError as error:
+            raise TypologyError(f"{path}, line {line}: non-numeric feature ({error})") from None
+        if len(table[row[0].strip()]) != len(rows[0]) - 1:
+            raise TypologyError(f"{path}, line {line}: {len(row)} columns, header has "
+                                f"{len(rows[0])}")
+    missing = [lang for lang in languages if lang not in table]
+    empty = [lang for lang in languages if lang in table and np.all(np.isnan(table[lang]))]
+    if missing or empty:
+        raise TypologyError(f"{path}: no row for {', '.join(missing) or '-'}; "
+                            f"no values for {', '.join(empty) or '-'}")
+    return np.array([table[lang] for lang in languages], dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- distances
+
+
+def cosine_distances(vectors: np.ndarray, *, norms: str = "own") -> np.ndarray:
+    """Pairwise cosine distances ``[n, n]`` between vectors with NaN (missing) features.
+
+    The dot product skips features missing in either vector. ``norms="own"`` (default)
+    takes each vector's norm over all its own known features, as the paper's released code
+    (``lang_clustering.py``) does; it reproduces the paper's 8 published groups.
+    ``norms="shared"`` takes both norms over the features the pair shares, a true cosine of
+    the shared sub-vectors. Pairs with no usable features get distance 1.
+    """
+    if norms not in ("own", "shared"):
+        raise ValueError(f"norms must be 'own' or 'shared', not {norms!r}")
+    known = ~np.isnan(vectors)
+    x = np.where(known, vectors, 0.0)
+    dot = x @ x.T
+    if norms == "own":
+        squares = (x * x).sum(axis=1)
+        norm2 = np.outer(squares, squares)
+    else:
+        shared_sq = (x * x) @ known.T.astype(float)  # [i, j]: sum of x_i^2 over j's known
+        norm2 = shared_sq * shared_sq.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        similarity = np.where(norm2 > 0, dot / np.sqrt(norm2), 0.0)
+    distances = 1.0 - np.clip(similarity, -1.0, 1.0)
+    np.fill_diagonal(distances, 0.0)
+    return distances
+
+
+# --------------------------------------------------------------------------- tree
+
+
+@dataclass
+class TypologyNode:
+    """A leaf (``language`` set) or a merge of ``children`` at ``distance`` in ``round``."""
+
+    id: int
+    children: list[int] = field(default_factory=list)
+    language: str | None = None
+    distance: float | None = None
+    round: int | None = None
+
+
+@dataclass
+class TypologyTree:
+    """The full merge history: leaves ``0..n-1``, then one node per merge in merge order.
+
+    Node ``n + i`` is the i-th merge, so the state with k clusters is the one after the
+    first ``n - k`` merges (the scipy linkage convention). ``k`` is the number asked for.
+    """
+
+    nodes: list[TypologyNode]
+    k: int
+    linkage: str = "paper"
+
+    def leaves(self, node: int | None = None) -> list[str]:
+        """Languages under ``node`` (default: all), in leaf order."""
+        root = len(self.nodes) - 1 if node is None else node
+        stack, found = [root], []
+        while stack:
+            current = self.nodes[stack.pop()]
+            if current.language is not None:
+                found.append(current.id)
+            stack.extend(current.children)
+        return [self.nodes[i].language for i in sorted(found)]
+
+    @property
+    def n_languages(self) -> int:
+        return sum(node.language is not None for node in self.nodes)
+
+    def clusters(self, k: int | None = None) -> list[int]:
+        """Node ids of the k clusters (default ``self.k``), ordered by their first leaf."""
+        k = self.k if k is None else k
+        n = self.n_languages
+        if not 1 <= k <= n:
+            raise ValueError(f"k={k}: the tree has {n} languages, so 1 <= k <= {n}")
+        cut = 2 * n - k  # nodes with id < cut exist after n - k merges
+        merged = {child for node in self.nodes[:cut] for child in node.children}
+        active = [node.id for node in self.nodes[:cut] if node.id not in merged]
+        return sorted(active, key=lambda i: min(self._leaf_ids(i)))
+
+    def groups(self, k: int | None = None) -> list[list[str]]:
+        """Languages of each of the k clusters (default ``self.k``)."""
+        return [self.leaves(node) for node in self.clusters(k)]
+
+    def parent(self, node: int) -> int | None:
+        """The node that merged ``node`` into a larger cluster (None for the root)."""
+        return next((n.id for n in self.nodes if node in n.children), None)
+
+    def _leaf_ids(self, node: int) -> list[int]:
+        current = self.nodes[node]
+        if current.language is not None:
+            return [node]
+        return [leaf for child in current.children for leaf in self._leaf_ids(child)]
+
+    def to_dict(self) -> dict:
+        return {"k": self.k, "linkage": self.linkage, "nodes": [asdict(n) for n in self.nodes]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TypologyTree":
+        nodes = [TypologyNode(**node) for node in data["nodes"]]
+        if [node.id for node in nodes] != list(range(len(nodes))):
+            raise ValueError("TypologyTree nodes must be numbered 0..N-1 in order")
+        return cls(nodes=nodes, k=int(data["k"]), linkage=data.get("linkage", "paper"))
+
+
+# --------------------------------------------------------------------------- clustering
+
+
+def _paper_merges(distances: np.ndarray) -> list[tuple[int, int, float, int]]:
+    """All merges of the paper's greedy pairing, as (node_a, node_b, distance, round)."""
+    n = len(distances)
+    clusters = [[i] for i in range(n)]  # member leaves of each live cluster
+    ids = list(range(n))  # node id of each live cluster
+    merges, next_id, round_ = [], n, 0
+    while len(clusters) > 1:
+        round_ += 1
+        pairs = [(i, j) for i in range(len(clusters)) for j in range(i + 1, len(clusters))]
+        gaps = [distances[np.ix_(clusters[i], clusters[j])].min() for i, j in pairs]
+        order = np.argsort(gaps, kind="stable")
+        taken, new_clusters, new_ids = set(), [], []
+        for p in order:
+            i, j = pairs[p]
+            if i in taken or j in taken:
+                continue
+            taken.update((i, j))
+            merges.append((ids[i], ids[j], float(gaps[p]), round_))
+            new_clusters.append(clusters[i] + clusters[j])
+            new_ids.append(next_id)
+            next_id += 1
+        left = [i for i in range(len(clusters)) if i not in taken]  # odd count: one waits
+        clusters = new_clusters + [clusters[i] for i in left]
+        ids = new_ids + [ids[i] for i in left]
+    return merges
+
+
+def _scipy_merges(distances: np.ndarray, linkage: str) -> list[tuple[int, int, float, int]]:
+    from scipy.cluster.hierarchy import linkage as scipy_linkage
+    from scipy.spatial.distance import squareform
+
+    condensed = squareform(np.clip(distances, 0.0, None), checks=False)
+    matrix = scipy_linkage(condensed, method=linkage)
+    return [(int(a), int(b), float(d), step + 1)
+            for step, (a, b, d, _) in enumerate(matrix)]
+
+
+def cluster(distances: np.ndarray, names: list[str], k: int,
+            linkage: str = "paper") -> TypologyTree:
+    """Cluster named items from a distance matrix; ``tree.groups()`` gives the k groups.
+
+    ``linkage="paper"``: rounds of greedy pairing of the closest free clusters (single-link
+    distance), halving the count each round; a round that would pass k is cut as soon as k
+    remain (its merges are taken closest first). ``average``, ``complete``, ``single``,
+    ``ward``: SciPy agglomerative linkage on the same distances (``ward`` assumes Euclidean
+    geometry; on cosine distances it is a heuristic). Either way the tree holds every
+    merge down to one root, so ``groups(k')`` works for any k'.
+    """
+    distances = np.asarray(distances, dtype=np.float64)
+    n = len(names)
+    if distances.shape != (n, n):
+        raise ValueError(f"distances has shape {distances.shape}, expected ({n}, {n})")
+    if np.isnan(distances).any():
+        raise ValueError("distances contain NaN")
+    if linkage not in LINKAGES:
+        raise ValueError(f"unknown linkage {linkage!r}; choose from {', '.join(LINKAGES)}")
+    if not 1 <= k <= n:
+        raise ValueError(f"cannot make k={k} clusters from {n} languages: each cluster "
+                         f"(expert) needs at least one language, so 1 <= k <= {n}")
+    nodes = [TypologyNode(id=i, language=name) for i, name in enumerate(names)]
+    merges = _paper_merges(distances) if linkage == "paper" else _scipy_merges(distances, linkage)
+    for a, b, gap, round_ in merges:
+        nodes.append(TypologyNode(id=len(nodes), children=[a, b], distance=gap, round=round_))
+    return TypologyTree(nodes=nodes, k=k, linkage=linkage)
+
+
+def allocate_typology(languages: list[str], k: int, features: str = "syntax_average",
+                      features_file: str | None = None,
+                      linkage: str = "paper") -> tuple[list[list[str]], TypologyTree]:
+    """Group corpus languages into k typological clusters: ``(groups, tree)``."""
+    if len(set(languages)) != len(languages):
+        raise ValueError(f"duplicate languages in {languages}")
+    if not 1 <= k <= len(languages):
+        raise ValueError(f"cannot make k={k} typology groups from {len(languages)} languages: "
+                         f"each expert needs at least one language, so 1 <= k <= "
+                         f"{len(languages)}")
+    vectors = language_vectors(languages, features, features_file)
+    tree = cluster(cosine_distances(vectors), list(languages), k, linkage)
+    return tree.groups(k), tree
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def plot_dendrogram(tree: TypologyTree, path: str | os.PathLike) -> None:
+    """Draw the tree to ``path`` (PNG/PDF/SVG by suffix), each of the k groups in a colour.
+
+    Heights are merge distances made monotone (a node is drawn no lower than its
+    children): the paper's greedy rounds can merge a closer pair in a later round.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.cluster.hierarchy import dendrogram
+
+    n = tree.n_languages
+    height: dict[int, float] = {}
+    rows = []
+    for node in tree.nodes[n:]:
+        a, b = node.children
+        height[node.id] = max(node.distance or 0.0, height.get(a, 0.0), height.get(b, 0.0))
+        rows.append([a, b, height[node.id], len(tree._leaf_ids(node.id))])
+    palette = [f"C{i}" for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]  # C7 is grey
+    colour = {}
+    for g, top in enumerate(tree.clusters()):
+        stack = [top]
+        while stack:
+            colour[stack[-1]] = palette[g % len(palette)]
+            stack.extend(tree.nodes[stack.pop()].children)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * n + 2), 4.0))
+    if rows:
+        dendrogram(np.array(rows, dtype=float), ax=ax,
+                   labels=[node.language for node in tree.nodes[:n]],
+                   link_color_func=lambda i: colour.get(i, "black"))
+    ax.set_ylabel("merge distance (cosine)")
+    ax.set_title(f"typology tree ({tree.linkage} linkage), {tree.k} groups in colour")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
