@@ -148,8 +148,15 @@ def seed(cfg: Config, rd: RunDir) -> dict:
 def _import_base(cfg: Config, rd: RunDir) -> dict:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(cfg.model.base, use_safetensors=True,
-                                                 trust_remote_code=cfg.model.trust_remote_code)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(cfg.model.base, use_safetensors=True,
+                                                     trust_remote_code=cfg.model.trust_remote_code)
+    except OSError as exc:
+        raise ValueError(
+            f"model.base={cfg.model.base!r} could not be loaded with safetensors weights "
+            f"({exc}). xelm never unpickles weights: give a folder or hub id with "
+            "model.safetensors (convert a .bin checkpoint with save_pretrained("
+            "safe_serialization=True) in a trusted environment).") from None
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions and cfg.model.context > positions:
         raise ValueError(f"model.context={cfg.model.context} exceeds the {positions} positions "
