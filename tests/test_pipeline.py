@@ -98,3 +98,16 @@ def test_sigkill_during_expert_training_resumes_to_the_same_results(finished_run
     want = json.loads((finished_run / "results.json").read_text())
     assert got["perplexity"] == want["perplexity"]
     assert got["budget"] == want["budget"]
+
+
+def test_tfidf_allocation_trains_cluster_experts(tmp_path):
+    out = tmp_path / "tfidf"
+    assert main(["run", *tiny_args(out, "allocate.method=tfidf")]) == 0
+    alloc = json.loads((out / "allocation.json").read_text())
+    assert alloc["method"] == "tfidf" and set(alloc["experts"]) == {"e0", "e1"}
+    tokens = [spec["tokens"] for spec in alloc["experts"].values()]
+    mean = sum(tokens) / len(tokens)
+    assert all(abs(t / mean - 1) <= 0.05 for t in tokens)  # balanced: within 5% of equal
+    assert (out / "router").is_dir()
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["perplexity"]["xelm_top1"]) == {"qaa", "qab", "qac"}
