@@ -14,6 +14,7 @@ import pytest
 
 from conftest import tiny_args
 from xelm.cli import main
+from xelm.train.status import job_states
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +46,12 @@ def test_run_writes_the_contract(finished_run):
         p.parent.name == "tokens" for p in finished_run.rglob("*.bin"))  # no pickled weights
     assert not list(finished_run.rglob("_checkpoints"))
     assert "top1 vs dense" in (finished_run / "report.md").read_text()
+
+
+def test_status_after_a_finished_run(finished_run, capsys):
+    assert main(["status", str(finished_run)]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" done ") == 4 and "partial" not in out
 
 
 def test_second_run_skips_finished_work(finished_run, capsys):
@@ -93,6 +100,9 @@ def test_sigkill_during_expert_training_resumes_to_the_same_results(finished_run
     args = tiny_args(out)
     _kill_when(out, "experts/e1/_checkpoints/latest.json", args)
     assert not (out / "results.json").exists()
+    states = {row["job"]: row for row in job_states(out)}
+    assert states["e0"]["state"] == "done" and states["e1"]["state"] == "partial"
+    assert 0 < states["e1"]["tokens"] < states["e1"]["budget"]
     assert main(["run", *args]) == 0
     got = json.loads((out / "results.json").read_text())
     want = json.loads((finished_run / "results.json").read_text())

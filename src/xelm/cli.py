@@ -80,6 +80,14 @@ STAGE_DOCS = {
 }
 
 
+def cmd_status(args) -> int:
+    """Print each training job of a run: state, tokens done / budget, last loss."""
+    from xelm.train.status import format_states, job_states
+
+    print(format_states(job_states(args.run)))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xelm", description="Cross-lingual expert language models (x-BTM).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
@@ -94,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true",
                        help="if the run directory was made with another config, move it aside and start again")
         p.set_defaults(func=fn)
+    p = sub.add_parser("status", help=cmd_status.__doc__, description=cmd_status.__doc__)
+    p.add_argument("run", help="run directory")
+    p.set_defaults(func=cmd_status)
     return parser
 
 

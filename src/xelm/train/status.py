@@ -1,0 +1,55 @@
+"""``xelm status RUN``: each training job's state, tokens done / budget, last loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from xelm.io import read_json
+from xelm.train.checkpoint import DIRNAME
+
+
+def _budgets(run: Path) -> dict[str, tuple[Path, int, int]]:
+    """job name -> (folder, token budget, tokens per step), read from the run's own config."""
+    cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    per_step = lambda section: cfg[section]["batch_size"] * cfg["model"]["context"]  # noqa: E731
+    jobs = {"seed": (run / "seed", 0 if cfg["model"]["base"] else cfg["seed"]["tokens"],
+                     per_step("seed"))}
+    alloc_path = run / "allocation.json"
+    if alloc_path.is_file():
+        experts = list(read_json(alloc_path)["experts"])
+        step = per_step("train")
+        each = cfg["train"]["tokens"] // len(experts) // step * step
+        jobs["dense"] = (run / "dense", each * len(experts), step)
+        jobs.update({e: (run / "experts" / e, each, step) for e in experts})
+    else:
+        jobs["dense"] = (run / "dense", cfg["train"]["tokens"], per_step("train"))
+    return jobs
+
+
+def job_states(run: str | Path) -> list[dict]:
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise ValueError(f"{run} is not an xelm run directory (no config.yaml)")
+    rows = []
+    for name, (folder, budget, per_step) in _budgets(run).items():
+        row = {"job": name, "state": "pending", "tokens": 0, "budget": budget, "last_loss": None}
+        done, latest = folder / "train_state.json", folder / DIRNAME / "latest.json"
+        if done.is_file():
+            state = read_json(done)
+            row.update(state="done", tokens=state.get("tokens", 0), last_loss=state.get("last_loss"))
+        elif latest.is_file():
+            meta = read_json(folder / DIRNAME / read_json(latest)["dir"] / "state.json")
+            row.update(state="partial", tokens=meta["step"] * per_step,
+                       last_loss=meta["history"].get("last_loss"))
+        rows.append(row)
+    return rows
+
+
+def format_states(rows: list[dict]) -> str:
+    lines = [f"{'job':<10} {'state':<8} {'tokens':>14} / {'budget':<14} last loss"]
+    for r in rows:
+        loss = f"{r['last_loss']:.4f}" if r["last_loss"] is not None else "-"
+        lines.append(f"{r['job']:<10} {r['state']:<8} {r['tokens']:>14,} / {r['budget']:<14,} {loss}")
+    return "\n".join(lines)
