@@ -28,6 +28,7 @@ import scipy.sparse as sp
 FORMAT = "xelm-tfidf-router/1"
 VECTORIZER_OPTIONS = ("analyzer", "ngram_range", "max_features", "sublinear_tf", "lowercase",
                       "min_df", "max_df", "strip_accents")
+HEADROOM = 0.9  # balanced_assign aims inside this fraction of the tolerance
 
 
 def estimate_tokens(texts: Sequence[str]) -> np.ndarray:
@@ -50,9 +51,12 @@ def balanced_assign(distances: np.ndarray, weights: np.ndarray,
     ``share * (1 + tolerance)``; clusters then left below ``share * (1 - tolerance)`` take
     the documents that are cheapest to move from clusters that can spare them.
 
-    Guarantee: every cluster ends within ``tolerance`` of the equal share whenever every
-    weight is at most ``tolerance * share``. Heavier documents are placed best effort, and
-    a document heavier than ``share * (1 + tolerance)`` necessarily overfills its cluster.
+    The bounds use 90% of ``tolerance`` (``HEADROOM``), so shares recomputed elsewhere
+    (other rounding, a few tokens more or less) still land inside ``tolerance``.
+
+    Guarantee: every cluster ends within ``0.9 * tolerance`` of the equal share whenever
+    every weight is at most ``0.9 * tolerance * share``. Heavier documents are placed best
+    effort; a document heavier than a whole share necessarily overfills its cluster.
     """
     d = np.asarray(distances, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
@@ -62,7 +66,7 @@ def balanced_assign(distances: np.ndarray, weights: np.ndarray,
         raise ValueError("weights must be >= 0 and 0 <= tolerance < 1")
     n, k = d.shape
     share = w.sum() / k
-    high, low = share * (1 + tolerance), share * (1 - tolerance)
+    high, low = share * (1 + HEADROOM * tolerance), share * (1 - HEADROOM * tolerance)
     preference = np.argsort(d, axis=1, kind="stable")
     ranked = np.take_along_axis(d, preference, axis=1)
     regret = ranked[:, 1] - ranked[:, 0] if k > 1 else np.zeros(n)
@@ -143,10 +147,7 @@ class TfidfRouter:
         return _l2_normalise_rows(counts @ sp.diags(self.idf.astype(np.float32)))
 
     def _distances_of(self, vectors: sp.csr_matrix) -> np.ndarray:
-        x2 = np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel()[:, None]
-        c2 = (self.centroids.astype(np.float64) ** 2).sum(axis=1)[None, :]
-        cross = np.asarray(vectors @ self.centroids.T, dtype=np.float64)
-        return np.maximum(x2 + c2 - 2.0 * cross, 0.0)
+        return _squared_distances(vectors, self.centroids)
 
     def distances(self, texts: Sequence[str], batch_size: int = 2048,
                   progress: bool = False) -> np.ndarray:
@@ -168,40 +169,39 @@ class TfidfRouter:
     def fit(cls, texts: Sequence[str], k: int, *, analyzer: str = "char_wb",
             ngram_range: tuple[int, int] = (2, 4), max_features: int | None = 50_000,
             token_counts: np.ndarray | None = None, seed: int = 0, iterations: int = 10,
-            tolerance: float = 0.05, **vectorizer_opts) -> "TfidfRouter":
+            restarts: int = 3, tolerance: float = 0.05, **vectorizer_opts) -> "TfidfRouter":
         """Fit the vectorizer on ``texts`` and balanced spherical k-means with k clusters.
 
-        ``token_counts`` weigh the balance (default :func:`estimate_tokens`); further
+        ``token_counts`` weigh the balance (default :func:`estimate_tokens`). k-means runs
+        ``restarts`` times from k-means++ seeds ``seed, seed+1, ...`` for at most
+        ``iterations`` Lloyd steps each, and keeps the lowest total distance. Further
         ``vectorizer_opts``: sublinear_tf (True), lowercase (True), min_df, max_df,
         strip_accents.
         """
         router, _, _ = cls._fit(texts, k, analyzer=analyzer, ngram_range=ngram_range,
                                 max_features=max_features, token_counts=token_counts,
-                                seed=seed, iterations=iterations, tolerance=tolerance,
-                                **_vectorizer_opts(vectorizer_opts))
+                                seed=seed, iterations=iterations, restarts=restarts,
+                                tolerance=tolerance, **_vectorizer_opts(vectorizer_opts))
         return router
 
     @classmethod
-    def _fit(cls, texts, k, *, token_counts=None, seed=0, iterations=10, tolerance=0.05,
-             **vectorizer_opts):
+    def _fit(cls, texts, k, *, token_counts=None, seed=0, iterations=10, restarts=3,
+             tolerance=0.05, **vectorizer_opts):
         """Fit; also return the TF-IDF matrix and the last balanced assignment."""
         _check_k(k, len(texts))
-        if iterations < 1:
-            raise ValueError(f"iterations must be >= 1, not {iterations}")
+        if iterations < 1 or restarts < 1:
+            raise ValueError(f"iterations ({iterations}) and restarts ({restarts}) must be >= 1")
         weights = estimate_tokens(texts) if token_counts is None else np.asarray(token_counts)
         if weights.shape != (len(texts),):
             raise ValueError(f"token_counts has shape {weights.shape}, expected ({len(texts)},)")
         router, vectors = cls._fit_vectorizer(texts, **vectorizer_opts)
-        router.centroids = _kmeans_plus_plus(vectors, k, seed)
-        assign, done = None, 0
-        for done in range(1, iterations + 1):
-            new = balanced_assign(router._distances_of(vectors), weights, tolerance)
-            if assign is not None and np.array_equal(new, assign):
-                break
-            assign = new
-            router.centroids = _group_centroids(vectors, assign, k)
+        runs = [_balanced_kmeans(vectors, weights, k, seed + r, iterations, tolerance)
+                for r in range(restarts)]
+        best = min(range(restarts), key=lambda r: runs[r][3])
+        router.centroids, assign, done, _ = runs[best]
         shares = np.bincount(assign, weights=weights, minlength=k) / max(weights.sum(), 1)
-        router.meta.update(k=k, seed=seed, iterations=done, tolerance=tolerance,
+        router.meta.update(k=k, seed=seed + best, iterations=done, tolerance=tolerance,
+                           restarts=restarts, objectives=[round(r[3], 4) for r in runs],
                            fit_documents=len(texts), fit_token_shares=shares.round(6).tolist())
         return router, vectors, assign
 
@@ -292,6 +292,27 @@ def _vectorizer_opts(options: dict) -> dict:
     return options
 
 
+def _squared_distances(vectors: sp.csr_matrix, centroids: np.ndarray) -> np.ndarray:
+    x2 = np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel()[:, None]
+    c2 = (centroids.astype(np.float64) ** 2).sum(axis=1)[None, :]
+    cross = np.asarray(vectors @ centroids.T, dtype=np.float64)
+    return np.maximum(x2 + c2 - 2.0 * cross, 0.0)
+
+
+def _balanced_kmeans(vectors, weights, k, seed, iterations, tolerance):
+    """Lloyd steps with balanced assignment: (centroids, assign, steps, total distance)."""
+    centroids = _kmeans_plus_plus(vectors, k, seed)
+    assign, steps = None, 0
+    for steps in range(1, iterations + 1):
+        new = balanced_assign(_squared_distances(vectors, centroids), weights, tolerance)
+        if assign is not None and np.array_equal(new, assign):
+            break
+        assign = new
+        centroids = _group_centroids(vectors, assign, k)
+    distances = _squared_distances(vectors, centroids)
+    return centroids, assign, steps, float(distances[np.arange(len(assign)), assign].sum())
+
+
 def _kmeans_plus_plus(vectors: sp.csr_matrix, k: int, seed: int) -> np.ndarray:
     from sklearn.cluster import kmeans_plusplus
 
@@ -327,8 +348,8 @@ def centroids_from_groups(router: TfidfRouter, texts: Sequence[str], group_ids: 
 
 def allocate_tfidf(texts: Sequence[str], token_counts: np.ndarray | None, k: int, *,
                    fit_docs: int = 20_000, seed: int = 0, iterations: int = 10,
-                   tolerance: float = 0.05, batch_size: int = 2048, progress: bool = True,
-                   **vectorizer_opts) -> tuple[np.ndarray, TfidfRouter]:
+                   restarts: int = 3, tolerance: float = 0.05, batch_size: int = 2048,
+                   progress: bool = True, **vectorizer_opts) -> tuple[np.ndarray, TfidfRouter]:
     """Cluster id for every text (balanced by ``token_counts``) and the fitted router.
 
     The router is fitted on ``fit_docs`` texts drawn with ``seed``; the others are routed
@@ -346,7 +367,8 @@ def allocate_tfidf(texts: Sequence[str], token_counts: np.ndarray | None, k: int
     sample = np.sort(rng.choice(n, fit_docs, replace=False)) if n > fit_docs else np.arange(n)
     router, vectors, _ = TfidfRouter._fit(
         [texts[i] for i in sample], k, token_counts=weights[sample], seed=seed,
-        iterations=iterations, tolerance=tolerance, **_vectorizer_opts(vectorizer_opts))
+        iterations=iterations, restarts=restarts, tolerance=tolerance,
+        **_vectorizer_opts(vectorizer_opts))
     distances = np.empty((n, k))
     distances[sample] = router._distances_of(vectors)
     rest = np.setdiff1d(np.arange(n), sample)
