@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xelm.experts.store import check_inside, load_causal_lm, require_safetensors, sha256_file
+from xelm.experts.store import (check_folder_inside, check_inside, load_causal_lm,
+                                require_safetensors, sha256_file)
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def _expert_entry(run_dir: Path, spec: dict) -> dict:
     missing = [k for k in ("name", "path", "languages") if k not in spec]
     if missing:
         raise ManifestError(f"expert {spec.get('name', spec)!r} lacks {missing}")
-    folder = check_inside(run_dir, spec["path"])
+    folder = check_folder_inside(run_dir, spec["path"])
     files = {p.name: sha256_file(p) for p in require_safetensors(folder)}
     entry = {"name": str(spec["name"]), "path": Path(spec["path"]).as_posix(),
              "languages": list(spec["languages"]), "parent": spec.get("parent"),
@@ -240,15 +241,18 @@ def _verify_files(run_dir: Path, manifest: dict) -> None:
 
 
 def check_vocab(models: dict[str, Any], tokenizer=None) -> int:
-    """All experts share one vocabulary size, equal to the tokenizer's; return it."""
+    """All experts share one vocabulary size that holds the tokenizer's ids; return it.
+
+    Embedding tables are often padded past the tokenizer (to a multiple of 64 for speed,
+    as xelm's own models and many hub models do), so the tokenizer may be smaller."""
     sizes = {name: int(m.config.vocab_size) for name, m in models.items()}
     if len(set(sizes.values())) > 1:
         raise ManifestError(f"experts disagree on vocab_size: {sizes}; an expert set needs "
                             "one shared vocabulary")
     vocab = next(iter(sizes.values()))
-    if tokenizer is not None and len(tokenizer) != vocab:
+    if tokenizer is not None and len(tokenizer) > vocab:
         raise ManifestError(f"tokenizer has {len(tokenizer)} tokens but the experts' "
-                            f"vocab_size is {vocab}: the experts were trained with "
+                            f"vocab_size is only {vocab}: the experts were trained with "
                             "another tokenizer")
     return vocab
 
@@ -272,7 +276,8 @@ class ExpertSet:
         run_dir = Path(run_dir)
         manifest = read_manifest(run_dir)
         tok_dir = check_inside(run_dir, manifest["tokenizer"])
-        folders = {e["name"]: check_inside(run_dir, e["path"]) for e in manifest["experts"]}
+        folders = {e["name"]: check_folder_inside(run_dir, e["path"])
+                   for e in manifest["experts"]}
         if verify:
             _verify_files(run_dir, manifest)
         tokenizer = AutoTokenizer.from_pretrained(os.fspath(tok_dir), local_files_only=True)

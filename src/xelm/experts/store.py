@@ -54,6 +54,16 @@ def check_inside(run_dir: str | os.PathLike, rel_path: str | os.PathLike) -> Pat
     return resolved
 
 
+def check_folder_inside(run_dir: str | os.PathLike, rel_folder: str | os.PathLike) -> Path:
+    """:func:`check_inside` for a folder and every file in it (a weight file symlinked to
+    somewhere else is refused too). Returns the resolved folder."""
+    folder = check_inside(run_dir, rel_folder)
+    if folder.is_dir():
+        for entry in Path(run_dir).resolve().joinpath(os.fspath(rel_folder)).iterdir():
+            check_inside(run_dir, os.path.relpath(entry, Path(run_dir).resolve()))
+    return folder
+
+
 def require_safetensors(folder: str | os.PathLike) -> list[Path]:
     """The folder's safetensors files; a clear error when there are none."""
     folder = Path(folder)

@@ -78,15 +78,18 @@ def product_of_experts(full_logprobs: Tensor, log_weights: Tensor) -> Tensor:
 
 # --------------------------------------------------------------- scoring with a router
 def _run_supported(models: Sequence[Any], input_ids: Tensor, attention_mask: Tensor | None,
-                   support: Tensor, full: bool):
-    """Yield ``(e, rows, target_lp, full_lp)`` for every expert with support, run only on
-    its supported rows (``rows`` None: all rows)."""
+                   support: Tensor, output: str):
+    """Yield ``(e, rows, result)`` for every expert with support, run only on its supported
+    rows (``rows`` None: all rows). ``output``: "targets" (``[b, T]`` target log-probs),
+    "full" (those and ``[b, T, V]`` log-probs) or "logits" (``[b, T, V]``)."""
     for e in support.any(dim=1).nonzero().flatten().tolist():
         rows = None if support[e].all() else support[e].nonzero().flatten().to(input_ids.device)
         ids = input_ids if rows is None else input_ids[rows]
         mask = attention_mask if rows is None or attention_mask is None else attention_mask[rows]
-        result = target_logprobs(models[e], ids, mask, return_full=full)
-        yield (e, rows, *result) if full else (e, rows, result, None)
+        if output == "logits":
+            yield e, rows, _logits(models[e], ids, mask).to(input_ids.device)
+        else:
+            yield e, rows, target_logprobs(models[e], ids, mask, return_full=output == "full")
 
 
 def _place(dest: Tensor, rows: Tensor | None, value: Tensor) -> None:
@@ -113,7 +116,7 @@ def score_with_router(models: Sequence[Any], input_ids: Tensor, router: Router, 
     mask = None if attention_mask is None else attention_mask[:, 1:].bool().to(input_ids.device)
     target_lp = torch.zeros(k, batch, length - 1, device=input_ids.device)
     if combine == "mixture":
-        for e, rows, lp, _ in _run_supported(models, input_ids, attention_mask, support, False):
+        for e, rows, lp in _run_supported(models, input_ids, attention_mask, support, "targets"):
             _place(target_lp[e], rows, lp)
         log_w = router.log_weights(target_lp, mask=mask)
         scores = torch.logsumexp(log_w + target_lp, dim=0)
@@ -126,21 +129,26 @@ def _product_scores(models, input_ids, attention_mask, router, support, mask) ->
     """Product of experts; streams over experts when the router's weights are static."""
     k, batch, steps = len(models), input_ids.shape[0], input_ids.shape[1] - 1
     target_lp = torch.zeros(k, batch, steps, device=input_ids.device)
-    runs = _run_supported(models, input_ids, attention_mask, support, True)
-    if router.static:  # weights known up front: accumulate Σ w_e log p_e, one expert at a time
+    if router.static:
+        # Weights known up front: accumulate Σ_e w_e·logits_e one expert at a time. Each
+        # expert's log-normaliser adds Σ_e w_e·lse_e, the same for every vocabulary entry,
+        # which the final log_softmax removes: no per-expert softmax is needed.
         weights = router.log_weights(target_lp, mask=mask).exp()
         total = None
-        for e, rows, _, full in runs:
+        for e, rows, logits in _run_supported(models, input_ids, attention_mask, support, "logits"):
             w = weights[e] if rows is None else weights[e][rows]
-            term = _weighted_sum(full, w[..., None])
+            term = _weighted_sum(logits, w[..., None])
             if total is None:
-                total = torch.zeros(batch, steps, full.shape[-1], device=input_ids.device)
-            total.index_add_(0, torch.arange(batch, device=total.device) if rows is None
-                             else rows.to(total.device), term)
+                total = torch.zeros(batch, steps, logits.shape[-1], device=input_ids.device)
+            if rows is None:
+                total.add_(term)
+            else:
+                total.index_add_(0, rows.to(total.device), term)
         log_p = torch.log_softmax(total, dim=-1)
     else:  # weights depend on the experts' own scores: keep every full distribution
         full_lp = None
-        for e, rows, lp, full in runs:
+        for e, rows, (lp, full) in _run_supported(models, input_ids, attention_mask, support,
+                                                  "full"):
             _place(target_lp[e], rows, lp)
             if full_lp is None:
                 full_lp = torch.zeros(k, batch, steps, full.shape[-1], device=input_ids.device)
