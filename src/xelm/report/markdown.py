@@ -53,11 +53,11 @@ def render(results: dict, title: str = "x-ELM run") -> str:
     parts = [f"# {title}", "", budget_line(results), ""]
     if "xelm_top1" in results["perplexity"]:
         s = summary(results)
-        parts += [f"x-ELM (top-1) beats dense on **{s['wins']}/{s['languages']}** languages; "
-                  f"mean perplexity {100 * s['mean_ppl_reduction']:+.1f}% lower "
-                  f"(std {100 * s['std_ppl_reduction']:.1f}, min {100 * s['min_ppl_reduction']:+.1f}, "
-                  f"max {100 * s['max_ppl_reduction']:+.1f}), bits per byte "
-                  f"{100 * s['mean_bpb_reduction']:+.1f}% lower.", ""]
+        parts += [f"x-ELM (top-1) beats dense on **{s['wins']}/{s['languages']}** languages. "
+                  f"Perplexity vs dense: mean {-100 * s['mean_ppl_reduction']:+.1f}% "
+                  f"(std {100 * s['std_ppl_reduction']:.1f}; best {-100 * s['max_ppl_reduction']:+.1f}%, "
+                  f"worst {-100 * s['min_ppl_reduction']:+.1f}%); bits per byte vs dense: mean "
+                  f"{-100 * s['mean_bpb_reduction']:+.1f}%. Negative is better.", ""]
     parts += ["## Perplexity (test split, lower is better)", "", table(results), "",
               "## Bits per byte", "", table(results, "bits_per_byte"), "",
               "![perplexity](plots/perplexity.png)", "",
