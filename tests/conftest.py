@@ -20,7 +20,7 @@ TINY = [
     "seed.tokens=12000", "seed.batch_size=8",
     "train.tokens=24000", "train.batch_size=8", "train.save_every=5", "train.threads=1",
     "allocate.method=typology", "allocate.experts=2",
-    "eval.methods=[top1, ensemble]", "eval.max_tokens_per_language=1500",
+    "eval.methods=[top1, ensemble, ensemble_tfidf]", "eval.max_tokens_per_language=1500",
 ]
 
 

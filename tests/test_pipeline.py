@@ -30,7 +30,7 @@ def test_run_writes_the_contract(finished_run):
     results = json.loads((finished_run / "results.json").read_text())
     langs = results["languages"]
     assert langs == ["qaa", "qab", "qac"]
-    for key in ("seed", "dense", "xelm_top1", "xelm_ensemble"):
+    for key in ("seed", "dense", "xelm_top1", "xelm_ensemble", "xelm_ensemble_tfidf"):
         assert set(results["perplexity"][key]) == set(langs)
         assert set(results["bits_per_byte"][key]) == set(langs)
         assert all(v > 1 for v in results["perplexity"][key].values())
@@ -39,6 +39,7 @@ def test_run_writes_the_contract(finished_run):
     # training happened: dense improves on the seed everywhere
     assert all(results["perplexity"]["dense"][l] < results["perplexity"]["seed"][l] for l in langs)
     for path in ("config.yaml", "xelm.json", "allocation.json", "report.md", "plots/perplexity.png",
+                 "router/router.json", "router/router.npz",
                  "plots/typology.png", "seed/model.safetensors", "dense/model.safetensors",
                  "experts/e0/model.safetensors", "experts/e1/model.safetensors", "xelm.log"):
         assert (finished_run / path).is_file(), path

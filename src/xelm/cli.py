@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -60,6 +61,8 @@ def _stage_command(name: str, doc: str):
         cfg, rd = _context(args)
         _require(rd, name)
         out = _stage(name, cfg, rd)
+        if getattr(args, "downstream", False):
+            _downstream(cfg, rd)
         if name == "report":
             print(out)
         elif name == "allocate":
@@ -80,11 +83,61 @@ STAGE_DOCS = {
 }
 
 
+def _downstream(cfg, rd) -> None:
+    from xelm.evaluate.downstream import downstream, markdown_section
+
+    with rd.timed("downstream"):
+        print(markdown_section(downstream(cfg, rd)))
+
+
+def cmd_tasks_build(args) -> int:
+    """Build the offline lm-eval task family xelm_cloze from held-out documents.
+
+    XStoryCloze-style: the first sentences of a document, the true next sentence and
+    distractors from other documents of the same language; one task per language
+    (xelm_cloze_<lang>) and the group xelm_cloze, 0-shot or k-shot (--num_fewshot)."""
+    from xelm.evaluate.tasks import build_tasks, format_summary
+
+    summary = build_tasks(args.corpus, args.out, choices=args.choices, n=args.n,
+                          fewshot_docs=args.fewshot_docs, seed=args.seed,
+                          languages=args.languages.split(",") if args.languages else None,
+                          tokenizer=args.tokenizer,
+                          max_continuation_tokens=args.max_continuation_tokens)
+    print(format_summary(summary))
+    return 0
+
+
+def cmd_lm_eval(args) -> int:
+    """lm-eval's command line with the xelm model registered: xelm lm-eval --model xelm ...
+
+    Every argument goes to lm-eval, e.g. --model xelm --model_args run=RUN,method=top1,lang=de
+    --tasks xelm_cloze_de --include_path TASKS_DIR --num_fewshot 4."""
+    from xelm.evaluate.lm_eval_model import run_cli
+
+    run_cli(args.args)
+    return 0
+
+
 def cmd_status(args) -> int:
     """Print each training job of a run: state, tokens done / budget, last loss."""
     from xelm.train.status import format_states, job_states
 
     print(format_states(job_states(args.run)))
+    return 0
+
+
+def cmd_adapt(args) -> int:
+    """Add new languages to a finished run without touching its experts (LAPT).
+
+    Each new language branches the expert of its typologically nearest language (or, with
+    --select ppl, the expert with the lowest validation perplexity on it) and is trained on
+    it alone; dense and seed LAPT baselines get the same total budget. Results go to
+    results.json ("adapt") and report.md. Resumable; a finished call is not repeated."""
+    from xelm.adapt import adapt, markdown_section
+
+    out = adapt(args.run, args.languages.split(","), args.corpus, tokens=args.tokens,
+                select=args.select, features_file=args.features_file)
+    print(markdown_section(out))
     return 0
 
 
@@ -101,10 +154,55 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a config value, e.g. --set train.tokens=2000000 (YAML value)")
         p.add_argument("--force", action="store_true",
                        help="if the run directory was made with another config, move it aside and start again")
+        if name == "eval":
+            p.add_argument("--downstream", action="store_true",
+                           help="also run the xelm_cloze tasks through lm-eval (dense, top1, "
+                                "ensemble_posterior; 0- and 4-shot) into results.json")
+        if name in ("run", "train"):
+            p.add_argument("--launcher", choices=("local", "ray"),
+                           help="where training jobs run (sets train.launcher)")
+            p.add_argument("--ray-address", metavar="ADDR",
+                           help="Ray cluster to join, e.g. 'auto' (sets train.ray_address)")
         p.set_defaults(func=fn)
+    p = sub.add_parser("tasks", help="offline lm-eval tasks")
+    build = p.add_subparsers(dest="tasks_command", required=True).add_parser(
+        "build", help=cmd_tasks_build.__doc__.splitlines()[0], description=cmd_tasks_build.__doc__)
+    build.add_argument("--corpus", required=True, metavar="DIR",
+                       help="a run directory (its data/text/<lang>.test.txt), or a folder of "
+                            "<lang>.test.txt or <lang>.txt files, one document per line")
+    build.add_argument("--out", required=True, metavar="DIR", help="where the task YAMLs go")
+    build.add_argument("--languages", metavar="CODES", help="comma-separated (default: all)")
+    build.add_argument("--choices", type=int, default=4, help="candidates per example (default 4)")
+    build.add_argument("--n", type=int, default=200, help="test examples per language, at most")
+    build.add_argument("--fewshot-docs", type=int, default=16,
+                       help="documents set aside for few-shot examples (default 16)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--tokenizer", metavar="DIR",
+                       help="tokenizer for --max-continuation-tokens (default: the run's)")
+    build.add_argument("--max-continuation-tokens", type=int, metavar="N",
+                       help="skip documents whose continuation is longer (short-context models)")
+    build.set_defaults(func=cmd_tasks_build)
+    p = sub.add_parser("lm-eval", help=cmd_lm_eval.__doc__.splitlines()[0],
+                       description=cmd_lm_eval.__doc__, add_help=False,
+                       prefix_chars="\0")  # no options of its own: all of them go to lm-eval
+    p.add_argument("args", nargs=argparse.REMAINDER, help="lm-eval arguments")
+    p.set_defaults(func=cmd_lm_eval)
     p = sub.add_parser("status", help=cmd_status.__doc__, description=cmd_status.__doc__)
     p.add_argument("run", help="run directory")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser("adapt", help=cmd_adapt.__doc__.splitlines()[0], description=cmd_adapt.__doc__)
+    p.add_argument("run", help="finished run directory")
+    p.add_argument("--languages", required=True, metavar="CODES",
+                   help="new languages, comma-separated, e.g. pl,sv")
+    p.add_argument("--corpus", required=True, metavar="DIR",
+                   help="directory with one <code>.txt|.jsonl|.parquet per new language")
+    p.add_argument("--tokens", type=int, metavar="N",
+                   help="LAPT tokens per new language (default: the run's per-expert budget)")
+    p.add_argument("--select", choices=("typology", "ppl"), default="typology",
+                   help="how to choose each new language's parent expert (default: typology)")
+    p.add_argument("--features-file", metavar="CSV",
+                   help="typology feature table (language,<features>...) listing old and new languages")
+    p.set_defaults(func=cmd_adapt)
     return parser
 
 
@@ -113,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # per-file load bars drown ours
     args = _parser().parse_args(argv)
+    for option, key in (("launcher", "train.launcher"), ("ray_address", "train.ray_address")):
+        if getattr(args, option, None):  # quoted: an address like 1:2 is not YAML's integer 62
+            args.set.append(f"{key}={json.dumps(getattr(args, option))}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):

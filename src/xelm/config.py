@@ -112,6 +112,12 @@ class TrainConfig(OptimConfig):
     log_every: PositiveInt = 50
     threads: PositiveInt | None = None
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # Where the dense and expert jobs run: here ("local": one after another, or `parallel`
+    # at a time in subprocesses with the cores split), or one Ray task per job.
+    launcher: Literal["local", "ray"] = "local"
+    parallel: PositiveInt = 1
+    resources_per_expert: dict[str, float] = {"CPU": 1}   # Ray resources of each job
+    ray_address: str | None = None                        # None: start a local Ray
 
 
 class AllocateConfig(_Section):
@@ -127,14 +133,27 @@ class AllocateConfig(_Section):
     max_features: PositiveInt = 50_000
 
 
-EVAL_METHODS = ("top1", "ensemble", "ensemble_posterior", "product_of_experts")
+EVAL_METHODS = ("top1", "ensemble", "ensemble_posterior", "ensemble_tfidf", "top1_tfidf",
+                "product_of_experts")
+EvalMethod = Literal["top1", "ensemble", "ensemble_posterior", "ensemble_tfidf", "top1_tfidf",
+                     "product_of_experts"]
 
 
 class EvalConfig(_Section):
-    methods: list[Literal["top1", "ensemble", "ensemble_posterior", "product_of_experts"]] = [
-        "top1", "ensemble"]
+    """``methods``: how the expert set is scored (``xelm_<method>`` in results.json).
+
+    ``top1`` routes by the known language; ``ensemble`` mixes all experts uniformly;
+    ``ensemble_posterior`` weights them by BTM's posterior given the prefix;
+    ``ensemble_tfidf``/``top1_tfidf`` by c-BTM's softmax(-d²/T) over TF-IDF distances of
+    the preceding context to each expert's centre; ``product_of_experts`` is a weighted
+    geometric mean.
+    """
+
+    methods: list[EvalMethod] = ["top1", "ensemble"]
     max_tokens_per_language: PositiveInt | None = 50_000
     batch_size: PositiveInt = 16
+    temperature: float = Field(0.1, gt=0)
+    top_k: PositiveInt | None = None
 
 
 class Config(_Section):

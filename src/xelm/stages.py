@@ -193,10 +193,32 @@ def allocate(cfg: Config, rd: RunDir) -> dict:
             from xelm.allocate.typology import TypologyTree, plot_dendrogram
 
             plot_dendrogram(TypologyTree.from_dict(tree), rd.plots / "typology.png")
+        result["router"] = _group_router(cfg, rd, result)
     write_json(rd.allocation, result)
     for name, spec in result["experts"].items():
         log.info("expert %s: %s", name, " ".join(spec["languages"]))
     return result
+
+
+def _group_router(cfg: Config, rd: RunDir, result: dict) -> str:
+    """A TF-IDF router whose centres are the experts' training documents (c-BTM routing
+    for language or typology experts); fitted on at most ``allocate.fit_docs`` documents."""
+    from xelm.allocate.tfidf import TfidfRouter
+
+    names = list(result["experts"])
+    texts, groups = [], []
+    for lang, expert in result["language_to_expert"].items():
+        docs = read_lines(rd.data / "text" / f"{lang}.train.txt")
+        texts += docs
+        groups += [names.index(expert)] * len(docs)
+    rng = np.random.default_rng(cfg.random_seed)
+    keep = np.sort(rng.permutation(len(texts))[: cfg.allocate.fit_docs])
+    a = cfg.allocate
+    router = TfidfRouter.from_groups([texts[i] for i in keep], np.asarray(groups)[keep],
+                                     analyzer=a.analyzer, ngram_range=tuple(a.ngram_range),
+                                     max_features=a.max_features)
+    router.save(rd.root / "router")
+    return "router"
 
 
 def _features_file(cfg: Config, rd: RunDir) -> str | None:
@@ -254,7 +276,8 @@ def train(cfg: Config, rd: RunDir) -> dict:
     """The dense baseline and every expert, each branched from the seed; then ``xelm.json``."""
     from xelm.allocate.allocation import cluster_shard
     from xelm.experts.manifest import write_manifest
-    from xelm.train.loop import run_job
+    from xelm.train.budget import format_ledgers
+    from xelm.train.launch import JobsFailed, run_jobs
 
     _threads(cfg)
     info, alloc = read_json(rd.data / "prepare.json"), read_json(rd.allocation)
@@ -265,18 +288,13 @@ def train(cfg: Config, rd: RunDir) -> dict:
         shard = cluster_shard(rd.data, name) if alloc["method"] == "tfidf" else None
         jobs.append(_job(cfg, rd, name, rd.experts / name, spec["languages"], per_expert,
                          cfg.train, rd.seed, 2 + i, shard=shard))
-    ledgers, failed = {}, {}
-    for job in jobs:
-        try:
-            ledgers[job.name] = run_job(job)
-        except (KeyboardInterrupt, ValueError):
-            raise
-        except Exception as exc:  # one expert failing must not stop the others
-            log.exception("training %s failed", job.name)
-            failed[job.name] = f"{type(exc).__name__}: {exc}"
-    if failed:
-        raise RuntimeError("training failed for " + "; ".join(f"{k} ({v})" for k, v in failed.items())
-                           + ". Fix the cause and run again: finished jobs are kept.")
+    t = cfg.train
+    ledgers, failed = run_jobs(jobs, launcher=t.launcher, parallel=t.parallel,
+                               resources=t.resources_per_expert, address=t.ray_address,
+                               threads=t.threads)
+    if failed:  # raised only after every other job has finished
+        raise JobsFailed(failed)
+    log.info("training compute:\n%s", format_ledgers(ledgers))
     experts = [{"name": n, "path": f"experts/{n}", "languages": spec["languages"],
                 "parent": "seed", "round": 1, "tokens": ledgers[n]["tokens"],
                 "flops": ledgers[n]["flops"]} for n, spec in alloc["experts"].items()]

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-Scorer = Callable[["torch.Tensor"], "torch.Tensor"]  # noqa: F821  [B, L] ids -> [B, L-1] log-probs
+Scorer = Callable[["torch.Tensor", list], "torch.Tensor"]  # noqa: F821  ([B, L] ids, rows) -> [B, L-1]
 
 
 def stream_blocks(tokens: np.ndarray, context: int) -> list[np.ndarray]:
@@ -26,20 +26,20 @@ def stream_blocks(tokens: np.ndarray, context: int) -> list[np.ndarray]:
 
 
 def stream_nll(score: Scorer, tokens: np.ndarray, context: int, batch_size: int) -> tuple[float, int]:
-    """Total negative log-likelihood (nats) of ``tokens[1:]`` and the count predicted."""
+    """Total negative log-likelihood (nats) of ``tokens[1:]`` and the count predicted.
+
+    ``score(ids, rows)`` gets a batch of blocks and their indices in
+    :func:`stream_blocks` order (routers that weight by preceding context need them).
+    """
     import torch
 
     blocks = stream_blocks(tokens, context)
-    full = [b for b in blocks if len(b) == context + 1]
-    tail = [b for b in blocks if len(b) != context + 1]
+    full = [i for i, b in enumerate(blocks) if len(b) == context + 1]
+    batches = [full[s:s + batch_size] for s in range(0, len(full), batch_size)]
+    batches += [[i] for i, b in enumerate(blocks) if len(b) != context + 1]
     nll, count = 0.0, 0
-    for start in range(0, len(full), batch_size):
-        batch = torch.from_numpy(np.stack(full[start:start + batch_size]))
-        logp = score(batch)
-        nll -= float(logp.double().sum())
-        count += logp.numel()
-    for block in tail:
-        logp = score(torch.from_numpy(block)[None])
+    for rows in batches:
+        logp = score(torch.from_numpy(np.stack([blocks[i] for i in rows])), rows)
         nll -= float(logp.double().sum())
         count += logp.numel()
     return nll, count

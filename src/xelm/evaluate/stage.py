@@ -54,29 +54,83 @@ def evaluate(cfg: Config, rd: RunDir) -> dict:
 
 def _evaluate(cfg: Config, rd: RunDir) -> dict:
     from xelm.experts.store import load_causal_lm
-    from xelm.infer.mixture import score_targets, target_logprobs
+    from xelm.infer.mixture import target_logprobs
 
     streams = _test_streams(cfg, rd)
     scores = {}
     for key, folder in (("seed", rd.seed), ("dense", rd.dense)):
         def single(folder=folder, key=key):
             model = load_causal_lm(folder)
-            return _score_languages(cfg, streams, lambda lang: lambda ids: target_logprobs(model, ids), key)
+            return _score_languages(cfg, streams, lambda lang: lambda ids, rows: target_logprobs(model, ids), key)
         scores[key] = _cached(rd, key, single)
-    expert_set = None
+    experts = _LazyExperts(rd)
     for method in cfg.eval.methods:
-        def mixed(method=method):
-            nonlocal expert_set
-            if expert_set is None:
-                from xelm.experts.manifest import ExpertSet
-
-                expert_set = ExpertSet.load(rd.root)
-            return _score_languages(
-                cfg, streams,
-                lambda lang: lambda ids: score_targets(expert_set, ids, method, lang=lang),
-                f"xelm_{method}")
-        scores[f"xelm_{method}"] = _cached(rd, f"xelm_{method}", mixed)
+        scores[f"xelm_{method}"] = _cached(
+            rd, f"xelm_{method}",
+            lambda method=method: _score_languages(cfg, streams, _method_scorer(cfg, rd, experts, method, streams),
+                                                   f"xelm_{method}"))
     return write_results(cfg, rd, scores)
+
+
+class _LazyExperts:
+    """Load the expert set once, only if some method still needs scoring."""
+
+    def __init__(self, rd: RunDir):
+        self.rd, self._set = rd, None
+
+    def get(self):
+        if self._set is None:
+            from xelm.experts.manifest import ExpertSet
+
+            self._set = ExpertSet.load(self.rd.root)
+        return self._set
+
+
+def _method_scorer(cfg: Config, rd: RunDir, experts: _LazyExperts, method: str, streams: dict):
+    """lang -> score(ids, rows) for one inference method."""
+    from xelm.infer.mixture import score_targets
+
+    if method.endswith("_tfidf"):
+        return _tfidf_scorer(cfg, rd, experts, method, streams)
+    return lambda lang: lambda ids, rows: score_targets(experts.get(), ids, method, lang=lang,
+                                                       top_k=cfg.eval.top_k if method == "ensemble_posterior" else None)
+
+
+def _tfidf_scorer(cfg: Config, rd: RunDir, experts: _LazyExperts, method: str, streams: dict):
+    """c-BTM routing per block from the text of the block before it (no look-ahead).
+
+    The first block of a stream has no preceding context and gets uniform weights.
+    """
+    import numpy as np
+
+    from xelm.allocate.tfidf import TfidfRouter
+    from xelm.evaluate.perplexity import stream_blocks
+    from xelm.infer.mixture import score_with_router
+    from xelm.infer.routers import Fixed, tfidf_log_weights
+
+    router = TfidfRouter.load(rd.root / read_json(rd.allocation)["router"])
+    top_k = 1 if method == "top1_tfidf" else cfg.eval.top_k
+
+    def for_language(lang):
+        es = experts.get()
+        blocks = stream_blocks(streams[lang][0], cfg.model.context)
+        texts = es.tokenizer.batch_decode([b.tolist() for b in blocks[:-1]])
+        dist = np.sqrt(np.maximum(router.distances(texts, progress=False), 0.0)) if texts else None
+        models = [es.models[n] for n in es.names]
+
+        def score(ids, rows):
+            table = np.zeros((len(rows), len(models)))
+            for j, r in enumerate(rows):
+                if r > 0:
+                    table[j] = dist[r - 1]
+            log_w = tfidf_log_weights(table, cfg.eval.temperature, top_k)
+            first = [j for j, r in enumerate(rows) if r == 0]
+            if first:  # no context yet: uniform
+                log_w[:, first] = -float(np.log(len(models)))
+            return score_with_router(models, ids, Fixed(log_w))
+        return score
+
+    return for_language
 
 
 def budget(rd: RunDir) -> dict:

@@ -1,0 +1,546 @@
+"""Adding languages to a finished expert set (``xelm adapt``): branch, adapt, forget nothing.
+
+Each new language branches the most similar expert -- the expert of the typologically
+nearest language (``select="typology"``, the run's ``allocate.features`` or feature table)
+or the expert with the lowest validation perplexity on it (``select="ppl"``) -- and trains it
+on that language alone (language-adaptive pretraining, LAPT). The new expert is appended to
+``xelm.json``; no other expert is touched, so the old languages keep their exact scores
+(their weight files are hashed before and after). Dense and seed LAPT baselines get the
+same total budget on all new languages together.
+
+Written: ``data/adapt.json`` (the record: each new language's corpus and split stats; every
+call's budget and parent selection with the distances or perplexities used), the new
+languages' ``data/text`` and ``data/tokens`` files, ``experts/<parent>+<lang>/``, and per
+call (``key`` = sorted languages joined by '+', e.g. ``pl+sv``) ``adapt/<key>/`` with the
+``dense-lapt`` and ``seed-lapt`` models, cached scores and ``results.json``; then
+``results.json["adapt"]`` (the last call) and a report section. ``data/prepare.json`` and
+the old experts are never modified.
+
+Resumable: jobs resume, scores are cached. Once a call has finished, calling it again trains
+nothing: it re-registers its experts and republishes its results if a later ``xelm
+train``/``eval``/``report`` rewrote ``xelm.json``, ``results.json`` or ``report.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+from xelm.config import Config, from_dict
+from xelm.io import atomic_write_text, read_json, write_json
+from xelm.rundir import RunDir
+from xelm.stages import _threads
+
+log = logging.getLogger("xelm")
+
+SPLITS = ("train", "valid", "test")
+SELECTIONS = ("typology", "ppl")
+BASELINES = {"dense_lapt": "dense-lapt", "seed_lapt": "seed-lapt"}
+NEW_MODELS = ("seed", "dense", "seed_lapt", "dense_lapt", "xelm_top1")
+SECTION = "## Adding languages"
+
+
+class AdaptError(ValueError):
+    """The languages cannot be added to this run as asked; the message says why and what to do."""
+
+
+# --------------------------------------------------------------------------- entry point
+def adapt(run_dir: str | Path, languages: list[str], corpus_dir: str | Path,
+          tokens: int | None = None, select: str = "typology",
+          features_file: str | None = None) -> dict:
+    """Add ``languages`` (read from ``corpus_dir``) to the finished run ``run_dir``.
+
+    Returns the call's results (also in ``results.json["adapt"]``). ``tokens`` is the
+    LAPT budget per new language (default: the run's per-expert budget); each baseline
+    gets ``tokens`` times the number of new languages.
+    """
+    from xelm.experts.manifest import read_manifest
+
+    rd = RunDir(Path(run_dir))
+    cfg = load_run(rd)
+    rd._log_to_file()
+    if select not in SELECTIONS:
+        raise AdaptError(f"select must be one of {', '.join(SELECTIONS)}, got {select!r}")
+    langs, record, manifest = new_languages(languages), read_record(rd), read_manifest(rd.root)
+    key = "+".join(langs)
+    if record["calls"].get(key, {}).get("done"):
+        return _finished(rd, record, key, manifest)
+    check_new(rd, langs, manifest, record, key)
+    before = verified_hashes(rd, manifest)
+    with rd.timed("adapt"):
+        _threads(cfg)  # the run's own train.threads
+        _prepare(cfg, rd, langs, corpus_dir, record, key)
+        call = _plan(cfg, rd, manifest, record, key, tokens, select, features_file)
+        _train(cfg, rd, record, key, call, manifest)
+        _register(rd, manifest, call)
+        hashes = old_hashes_after(rd, manifest, before, set(call["experts"].values()))
+        results = _evaluate(cfg, rd, key, call, record, manifest, hashes)
+    write_json(rd.root / "adapt" / key / "results.json", results)
+    publish(rd, results)
+    call["done"] = True
+    write_json(rd.data / "adapt.json", record)
+    return results
+
+
+def load_run(rd: RunDir) -> Config:
+    """The run's resolved config; the run must have finished (``xelm.json``, ``results.json``)."""
+    for name in ("config.yaml", "xelm.json", "results.json"):
+        if not (rd.root / name).is_file():
+            raise AdaptError(f"{rd.root} is not a finished xelm run (no {name}): run "
+                             f"`xelm run CONFIG --out {rd.root}` to the end, then adapt it")
+    return from_dict(yaml.safe_load((rd.root / "config.yaml").read_text(encoding="utf-8")))
+
+
+# --------------------------------------------------------------------------- the record
+def new_languages(codes: list[str]) -> list[str]:
+    """Normalised, sorted, distinct codes (the order of a call does not matter)."""
+    from xelm.data.readers import normalize_language
+
+    langs = [normalize_language(c) for c in codes if str(c).strip()]
+    if not langs:
+        raise AdaptError("no languages given: list them, e.g. --languages pl,sv")
+    dupes = sorted({lang for lang in langs if langs.count(lang) > 1})
+    if dupes:
+        raise AdaptError(f"languages listed twice: {', '.join(dupes)}")
+    return sorted(langs)
+
+
+def read_record(rd: RunDir) -> dict:
+    path = rd.data / "adapt.json"
+    return read_json(path) if path.is_file() else {"languages": {}, "calls": {}}
+
+
+def check_new(rd: RunDir, langs: list[str], manifest: dict, record: dict, key: str) -> None:
+    """Refuse languages the set already serves, or that another unfinished call owns."""
+    present = {*manifest["language_to_expert"], *read_json(rd.data / "prepare.json")["languages"]}
+    for lang in langs:
+        owner = record["languages"].get(lang, {}).get("call")
+        if owner == key:
+            continue  # this very call, interrupted: resume it
+        if lang in present:
+            expert = manifest["language_to_expert"].get(lang, "?")
+            how = f", added by `xelm adapt --languages {owner.replace('+', ',')}`" if owner else ""
+            raise AdaptError(f"language {lang!r} is already in the expert set of {rd.root} "
+                             f"(expert {expert!r}{how}); adapt only to languages it lacks")
+        if owner:
+            raise AdaptError(f"language {lang!r} belongs to an unfinished `xelm adapt "
+                             f"--languages {owner.replace('+', ',')}`: run that again to finish it")
+
+
+# --------------------------------------------------------------------------- hashes
+def weight_hashes(rd: RunDir, experts: list[dict]) -> dict[str, dict[str, str]]:
+    """SHA-256 of every ``*.safetensors`` file of ``experts``, read from disk now."""
+    from xelm.experts.store import check_inside, sha256_file, weight_files
+
+    folders = {e["name"]: check_inside(rd.root, e["path"]) for e in experts}
+    return {name: {p.name: sha256_file(p) for p in weight_files(folder)}
+            for name, folder in folders.items()}
+
+
+def verified_hashes(rd: RunDir, manifest: dict) -> dict[str, dict[str, str]]:
+    """The experts' hashes on disk, which must equal those pinned in ``xelm.json``."""
+    disk = weight_hashes(rd, manifest["experts"])
+    bad = [e["name"] for e in manifest["experts"] if disk[e["name"]] != e["files"]]
+    if bad:
+        raise AdaptError(f"weight files of expert(s) {', '.join(bad)} no longer match their "
+                         "sha256 in xelm.json; refusing to adapt a modified expert set")
+    return disk
+
+
+def old_hashes_after(rd: RunDir, manifest: dict, before: dict, new: set[str]) -> dict:
+    """Hash the old experts again: unchanged means disk and ``xelm.json`` equal ``before``."""
+    old = [e for e in manifest["experts"] if e["name"] not in new]
+    after = weight_hashes(rd, old)
+    unchanged = all(before.get(e["name"]) == after[e["name"]] == e["files"] for e in old)
+    if not unchanged:
+        log.error("adapt: old experts' weight files changed while adapting; this is a bug")
+    return {"unchanged": unchanged and set(after) == set(before) - new, "sha256": after}
+
+
+# --------------------------------------------------------------------------- data
+def _prepare(cfg: Config, rd: RunDir, langs: list[str], corpus_dir, record: dict,
+             key: str) -> None:
+    """Read, split and tokenize the new languages exactly as ``prepare`` did the old ones."""
+    from xelm.config import CorpusConfig
+    from xelm.data import packing, readers
+    from xelm.data.tokenizer import load_tokenizer
+
+    todo = [lang for lang in langs if "stats" not in record["languages"].get(lang, {})]
+    if not todo:
+        return
+    available = readers._language_files(Path(corpus_dir))  # CorpusError if not a corpus dir
+    missing = [lang for lang in todo if lang not in available]
+    if missing:
+        raise AdaptError(f"the corpus directory {corpus_dir} has no file for "
+                         f"{', '.join(missing)} (<code>.txt, .jsonl or .parquet); it has: "
+                         f"{', '.join(available)}")
+    c = cfg.corpus
+    corpus = readers.read_corpus(CorpusConfig(source="dir", path=str(corpus_dir), languages=todo,
+                                              max_bytes_per_language=c.max_bytes_per_language))
+    tok = load_tokenizer(rd.tokenizer)
+    for lang, docs in corpus.items():
+        idx = readers.split_documents(docs, c.valid_fraction, c.test_fraction, cfg.random_seed,
+                                      c.split, language=lang)
+        stats = {}
+        for split in SPLITS:
+            part = [docs[i] for i in idx[split]]
+            text = "".join(d + "\n" for d in part)
+            atomic_write_text(rd.data / "text" / f"{lang}.{split}.txt", text)
+            stats[split] = packing.write_shard(packing.shard_path(rd.data, lang, split), tok, part)
+        record["languages"][lang] = {"corpus": str(Path(corpus_dir).resolve()), "call": key,
+                                     "stats": stats}
+        log.info("adapt: prepared %s (%d documents)", lang, len(docs))
+    write_json(rd.data / "adapt.json", record)
+
+
+def tokens_per_byte(stats: dict) -> float:
+    """Tokens (EOS included) per UTF-8 byte (newline included) over all splits."""
+    return sum(s["tokens"] for s in stats.values()) / sum(s["bytes"] for s in stats.values())
+
+
+def _streams(rd: RunDir, langs: list[str], split: str, max_tokens: int | None) -> dict:
+    from xelm.data.packing import Shard, shard_path
+
+    dtype = read_json(rd.data / "prepare.json")["dtype"]
+    return {lang: Shard(shard_path(rd.data, lang, split), dtype).head(max_tokens)
+            for lang in langs}
+
+
+# --------------------------------------------------------------------------- parents
+def choose_parents(scores: dict[str, dict[str, float]],
+                   language_to_expert: dict[str, str] | None = None) -> dict[str, dict]:
+    """The lowest-scoring candidate per new language: ``{lang: {parent, via, value}}``.
+
+    ``scores[new][candidate]`` is a distance to an old language (then
+    ``language_to_expert`` maps it to its expert) or a perplexity of an expert (then
+    ``language_to_expert`` is None). Ties go to the alphabetically first candidate.
+    """
+    out = {}
+    for lang, row in scores.items():
+        if not row:
+            raise AdaptError(f"no candidate parents for {lang!r}")
+        best = min(sorted(row), key=row.__getitem__)
+        parent = language_to_expert[best] if language_to_expert is not None else best
+        out[lang] = {"parent": parent, "via": best, "value": float(row[best])}
+    return out
+
+
+def typology_distances(new: list[str], old: list[str], features: str,
+                       features_file: str | None) -> dict[str, dict[str, float]]:
+    """Cosine distance (missing features skipped) from each new to each old language."""
+    from xelm.allocate.typology import cosine_distances, language_vectors
+
+    d = cosine_distances(language_vectors(old + new, features, features_file))
+    return {lang: {o: float(d[len(old) + i, j]) for j, o in enumerate(old)}
+            for i, lang in enumerate(new)}
+
+
+def expert_perplexities(cfg: Config, rd: RunDir, langs: list[str],
+                        split: str = "valid") -> dict[str, dict[str, float]]:
+    """Perplexity of every expert of the set on each language's ``split``."""
+    from xelm.experts.manifest import ExpertSet
+    from xelm.infer.mixture import target_logprobs
+
+    experts = ExpertSet.load(rd.root)
+    streams = _streams(rd, langs, split, cfg.eval.max_tokens_per_language)
+    table = {name: _score(cfg, streams, lambda lang, m=model: lambda ids: target_logprobs(m, ids))
+             for name, model in experts.models.items()}
+    return {lang: {name: table[name][lang]["perplexity"] for name in experts.names}
+            for lang in langs}
+
+
+def _features_file(cfg: Config, rd: RunDir, given: str | None) -> str | None:
+    if given or cfg.allocate.features_file:
+        return given or cfg.allocate.features_file
+    synthetic = cfg.corpus.source == "synthetic"
+    return str(rd.data / "synthetic" / "features.csv") if synthetic else None
+
+
+def _plan(cfg: Config, rd: RunDir, manifest: dict, record: dict, key: str, tokens: int | None,
+          select: str, features_file: str | None) -> dict:
+    """This call's budget and parents: chosen once, stored in the record, reused on resume."""
+    budget = lapt_budget(cfg, manifest, tokens)
+    call = record["calls"].get(key)
+    if call is not None:
+        if (tokens is not None and budget != call["tokens"]) or select != call["select"]:
+            raise AdaptError(f"an unfinished adapt of {key} used --tokens {call['tokens']} "
+                             f"--select {call['select']}; run it again with those to resume")
+        return call
+    langs, old = key.split("+"), list(manifest["language_to_expert"])
+    ff = _features_file(cfg, rd, features_file) if select == "typology" else None
+    if select == "typology":
+        scores = typology_distances(langs, old, cfg.allocate.features, ff)
+        parents = choose_parents(scores, manifest["language_to_expert"])
+    else:
+        scores = expert_perplexities(cfg, rd, langs)
+        parents = choose_parents(scores)
+    how = "nearest language" if select == "typology" else "perplexity of"
+    for lang, p in parents.items():
+        log.info("adapt: %s branches from expert %s (%s %s = %.4g)", lang, p["parent"], how,
+                 p["via"], p["value"])
+    call = {"languages": langs, "tokens": budget, "select": select, "features_file": ff,
+            "scores": scores, "parents": parents, "done": False,
+            "experts": {lang: f"{p['parent']}+{lang}" for lang, p in parents.items()}}
+    record["calls"][key] = call
+    write_json(rd.data / "adapt.json", record)
+    return call
+
+
+# --------------------------------------------------------------------------- training
+def lapt_budget(cfg: Config, manifest: dict, tokens: int | None) -> int:
+    """Tokens per new language in whole optimizer steps; default: the run's per-expert budget."""
+    one = cfg.train.batch_size * cfg.model.context
+    if tokens is None:
+        counts = Counter(e["tokens"] for e in manifest["experts"]
+                         if e.get("tokens") and not e.get("adapted_language"))
+        tokens = counts.most_common(1)[0][0] if counts else 0
+    if tokens // one < 1:
+        raise AdaptError(f"--tokens {tokens:,} is less than one batch ({cfg.train.batch_size} x "
+                         f"{cfg.model.context} = {one:,} tokens); raise it")
+    return tokens // one * one
+
+
+def _jobs(cfg: Config, rd: RunDir, record: dict, key: str, call: dict, manifest: dict) -> list:
+    from xelm.data.packing import shard_path
+    from xelm.stages import _job, language_weights
+
+    folders = {e["name"]: rd.root / e["path"] for e in manifest["experts"]}
+    langs, tokens = call["languages"], call["tokens"]
+    shards = {lang: shard_path(rd.data, lang, "train") for lang in langs}
+    seed_of = lambda name: 1000 + zlib.crc32(name.encode()) % 1_000_000  # noqa: E731
+    jobs = []
+    for lang in langs:
+        name, parent = call["experts"][lang], call["parents"][lang]["parent"]
+        jobs.append(_job(cfg, rd, name, rd.experts / name, [lang], tokens, cfg.train,
+                         folders[parent], seed_of(name), shard=shards[lang]))
+    counts = {lang: record["languages"][lang]["stats"]["train"]["tokens"] for lang in langs}
+    weights = language_weights(counts, cfg.train.alpha)
+    dtype = read_json(rd.data / "prepare.json")["dtype"]
+    for init, folder in ((rd.dense, "dense-lapt"), (rd.seed, "seed-lapt")):
+        name = f"{folder}.{key}"
+        job = _job(cfg, rd, name, rd.root / "adapt" / key / folder, langs[:1],
+                   tokens * len(langs), cfg.train, init, seed_of(name), shard=shards[langs[0]])
+        jobs.append(dataclasses.replace(job, shards=[(shards[lang], dtype) for lang in langs],
+                                        weights=[weights[lang] for lang in langs]))
+    return jobs
+
+
+def _train(cfg: Config, rd: RunDir, record: dict, key: str, call: dict, manifest: dict) -> dict:
+    from xelm.train.launch import JobsFailed, run_jobs
+
+    t = cfg.train
+    ledgers, failed = run_jobs(_jobs(cfg, rd, record, key, call, manifest), launcher=t.launcher,
+                               parallel=t.parallel, resources=t.resources_per_expert,
+                               address=t.ray_address, threads=t.threads)
+    if failed:
+        raise JobsFailed(failed)
+    return ledgers
+
+
+def _register(rd: RunDir, manifest: dict, call: dict) -> None:
+    """Append the new experts to ``xelm.json``; every old entry is kept as it was."""
+    from xelm.experts.manifest import write_manifest
+
+    entries = [dict(e) for e in manifest["experts"]]
+    rounds = {e["name"]: e.get("round") or 1 for e in entries}
+    mapping = dict(manifest["language_to_expert"])
+    for lang in call["languages"]:
+        name, parent = call["experts"][lang], call["parents"][lang]["parent"]
+        mapping[lang] = name
+        if name in rounds:
+            continue
+        ledger = read_json(rd.experts / name / "train_state.json")
+        entries.append({"name": name, "path": f"experts/{name}", "languages": [lang],
+                        "parent": parent, "round": rounds[parent] + 1, "tokens": ledger["tokens"],
+                        "flops": ledger["flops"], "adapted_language": lang})
+    write_manifest(rd.root, entries, manifest["tokenizer"], language_to_expert=mapping,
+                   prior=manifest.get("prior"), tfidf=manifest.get("tfidf"))
+    manifest.update(read_json(rd.root / "xelm.json"))
+
+
+# --------------------------------------------------------------------------- evaluation
+def _score(cfg: Config, streams: dict, scorer_for) -> dict:
+    import torch
+
+    from xelm.evaluate.perplexity import metrics, stream_nll
+
+    out = {}
+    with torch.inference_mode():
+        for lang, (tokens, nbytes) in streams.items():
+            nll, count = stream_nll(scorer_for(lang), tokens, cfg.model.context,
+                                    cfg.eval.batch_size)
+            out[lang] = metrics(nll, count, nbytes)
+    return out
+
+
+def _cached(path: Path, compute) -> dict:
+    if not path.is_file():
+        write_json(path, compute())
+    return read_json(path)
+
+
+def _scores(cfg: Config, rd: RunDir, key: str, new: list[str], old: list[str]) -> dict:
+    """Test-split metrics of every model: new languages for all, old ones for dense/x-ELM."""
+    from xelm.experts.manifest import ExpertSet
+    from xelm.experts.store import load_causal_lm
+    from xelm.infer.mixture import score_targets, target_logprobs
+
+    cap = cfg.eval.max_tokens_per_language
+    streams_new, streams_all = _streams(rd, new, "test", cap), _streams(rd, old + new, "test", cap)
+    folders = {"seed": rd.seed, "dense": rd.dense,
+               **{k: rd.root / "adapt" / key / v for k, v in BASELINES.items()}}
+    def single(folder: Path, streams: dict) -> dict:
+        model = load_causal_lm(folder)
+        return _score(cfg, streams, lambda lang: lambda ids: target_logprobs(model, ids))
+
+    def top1() -> dict:
+        experts = ExpertSet.load(rd.root)
+        return _score(cfg, streams_all,
+                      lambda lang: lambda ids: score_targets(experts, ids, "top1", lang=lang))
+
+    cache = rd.root / "adapt" / key / "eval"
+    scores = {name: _cached(cache / f"{name}.json", lambda f=folder, name=name: single(
+        f, streams_all if name in ("dense", "dense_lapt") else streams_new))
+        for name, folder in folders.items()}
+    scores["xelm_top1"] = _cached(cache / "xelm_top1.json", top1)
+    return scores
+
+
+def _pick(scores: dict, metric: str, model: str, langs: list[str]) -> dict[str, float]:
+    return {lang: scores[model][lang][metric] for lang in langs}
+
+
+def _forgetting(scores: dict, old: list[str], earlier: dict) -> dict:
+    """Old-language metrics: dense before/after LAPT; x-ELM top-1 now and in the run's eval."""
+    out = {}
+    for metric in ("perplexity", "bits_per_byte"):
+        before = earlier.get(metric, {}).get("xelm_top1", {})
+        out[metric] = {m: _pick(scores, metric, m, old)
+                       for m in ("dense", "dense_lapt", "xelm_top1")}
+        out[metric]["xelm_top1_before"] = {lang: before[lang] for lang in old if lang in before}
+    return out
+
+
+def summary(res: dict) -> dict:
+    """Headline numbers: new languages vs dense LAPT; mean / largest old-language change."""
+    ppl, f = res["perplexity"], res["forgetting"]["perplexity"]
+    change = lambda a, b, langs: [a[x] / b[x] - 1 for x in langs if x in b]  # noqa: E731
+    vs_dense = change(ppl["xelm_top1"], ppl["dense_lapt"], res["languages"])
+    forget = change(f["dense_lapt"], f["dense"], res["old_languages"])
+    xelm = change(f["xelm_top1"], f["xelm_top1_before"], res["old_languages"])
+    return {"new_wins_vs_dense_lapt": sum(v <= 0 for v in vs_dense),
+            "new_mean_ppl_change_vs_dense_lapt": statistics.fmean(vs_dense),
+            "old_mean_ppl_change_dense_lapt": statistics.fmean(forget) if forget else None,
+            "old_max_ppl_change_dense_lapt": max(forget) if forget else None,
+            "old_max_abs_ppl_change_xelm": max(map(abs, xelm)) if xelm else None}
+
+
+def _evaluate(cfg: Config, rd: RunDir, key: str, call: dict, record: dict, manifest: dict,
+              hashes: dict) -> dict:
+    new = call["languages"]
+    old = [lang for lang in manifest["language_to_expert"] if lang not in new]
+    scores = _scores(cfg, rd, key, new, old)
+    tokens = lambda folder: read_json(folder / "train_state.json")["tokens"]  # noqa: E731
+    experts = call["experts"].values()
+    stats = read_json(rd.data / "prepare.json")["stats"]
+    res = {"languages": new, "old_languages": old, "select": call["select"],
+           "features_file": call["features_file"], "scores": call["scores"],
+           "parents": call["parents"], "experts": call["experts"],
+           "budget": {"tokens_per_language": call["tokens"],
+                      "expert_tokens": {n: tokens(rd.experts / n) for n in experts},
+                      **{f"{k}_tokens": tokens(rd.root / "adapt" / key / v)
+                         for k, v in BASELINES.items()}},
+           "perplexity": {m: _pick(scores, "perplexity", m, new) for m in NEW_MODELS},
+           "bits_per_byte": {m: _pick(scores, "bits_per_byte", m, new) for m in NEW_MODELS},
+           "tokens_per_byte": {x: tokens_per_byte(record["languages"][x]["stats"]) for x in new},
+           "tokens_per_byte_old": {x: tokens_per_byte(stats[x]) for x in old if x in stats},
+           "forgetting": _forgetting(scores, old, read_json(rd.results)),
+           "old_experts_unchanged": hashes["unchanged"], "old_expert_hashes": hashes["sha256"]}
+    res["summary"] = summary(res)
+    return res
+
+
+# --------------------------------------------------------------------------- publishing
+def _finished(rd: RunDir, record: dict, key: str, manifest: dict) -> dict:
+    """A call that already finished: restore its experts and results if they were replaced."""
+    call = record["calls"][key]
+    served = manifest["language_to_expert"]
+    if any(served.get(lang) != call["experts"][lang] for lang in call["languages"]):
+        verified_hashes(rd, manifest)
+        _register(rd, manifest, call)
+        log.info("adapt: re-registered %s in xelm.json", ", ".join(call["experts"].values()))
+    results = read_json(rd.root / "adapt" / key / "results.json")
+    publish(rd, results)
+    log.info("adapt: %s already added by a finished `xelm adapt`; nothing to train",
+             key.replace("+", ", "))
+    return results
+
+
+def publish(rd: RunDir, results: dict) -> None:
+    """Set ``results.json["adapt"]`` (other keys kept); put the section in ``report.md``
+    (replacing an earlier one, never repeating it)."""
+    merged = read_json(rd.results)
+    merged["adapt"] = results
+    write_json(rd.results, merged)
+    path = rd.root / "report.md"
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    head, _, rest = text.partition(SECTION + "\n")
+    tail = rest[rest.find("\n## ") + 1:] if "\n## " in rest else ""
+    section = markdown_section(results) + ("\n" + tail if tail else "")
+    atomic_write_text(path, (head.rstrip("\n") + "\n\n" if head.strip() else "") + section)
+
+
+def _change(new: float, old: float | None) -> str:
+    return "-" if old is None else f"{100 * (new / old - 1):+.1f}%"
+
+
+def _new_table(res: dict) -> list[str]:
+    ppl, bpb = res["perplexity"], res["bits_per_byte"]
+    lines = ["| language | parent (via) | tokens/byte | seed | dense | seed LAPT | dense LAPT | "
+             "x-ELM new expert | vs dense LAPT | bits/byte dense LAPT | x-ELM |", "|---" * 11 + "|"]
+    for lang in res["languages"]:
+        p = res["parents"][lang]
+        cells = " | ".join(f"{ppl[m][lang]:.2f}" for m in NEW_MODELS)
+        lines.append(f"| {lang} | {p['parent']} ({p['via']}, {p['value']:.3g}) | "
+                     f"{res['tokens_per_byte'][lang]:.3f} | {cells} | "
+                     f"{_change(ppl['xelm_top1'][lang], ppl['dense_lapt'][lang])} | "
+                     f"{bpb['dense_lapt'][lang]:.3f} | {bpb['xelm_top1'][lang]:.3f} |")
+    return lines
+
+
+def _forgetting_table(res: dict) -> list[str]:
+    f = res["forgetting"]["perplexity"]
+    lines = ["| language | dense | dense LAPT | change | x-ELM top-1 in eval | now | change |",
+             "|---" * 7 + "|"]
+    for lang in res["old_languages"]:
+        was = f["xelm_top1_before"].get(lang)
+        lines.append(f"| {lang} | {f['dense'][lang]:.2f} | {f['dense_lapt'][lang]:.2f} | "
+                     f"{_change(f['dense_lapt'][lang], f['dense'][lang])} | "
+                     f"{'-' if was is None else f'{was:.2f}'} | {f['xelm_top1'][lang]:.2f} | "
+                     f"{_change(f['xelm_top1'][lang], was)} |")
+    return lines
+
+
+def markdown_section(res: dict) -> str:
+    """The report section: perplexity on the new languages, forgetting on the old ones."""
+    b, old_tpb = res["budget"], list(res["tokens_per_byte_old"].values())
+    via = "nearest language" if res["select"] == "typology" else "validation perplexity"
+    files = sum(len(v) for v in res["old_expert_hashes"].values())
+    lines = [SECTION, "", f"Each new language branched the expert chosen by {via} and was "
+             f"trained on {b['tokens_per_language']:,} tokens of it (LAPT); dense and seed LAPT "
+             f"were trained on all new languages together for {b['dense_lapt_tokens']:,} tokens. "
+             "Perplexity on the test split (lower is better):", "", *_new_table(res), ""]
+    if old_tpb:
+        lines += [f"Tokens per byte of the old languages: mean {statistics.fmean(old_tpb):.3f}.",
+                  ""]
+    lines += ["Forgetting: perplexity on the old languages.", "", *_forgetting_table(res), "",
+              "Old experts' weight files byte-identical after adapting: "
+              f"{'**yes**' if res['old_experts_unchanged'] else '**NO**'} "
+              f"(sha256 of {files} files, before and after).", ""]
+    return "\n".join(lines)
