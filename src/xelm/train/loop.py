@@ -182,8 +182,14 @@ def _train(job: TrainJob, progress: bool) -> dict:
               "wall_s": round(wall + time.perf_counter() - t0, 2),
               "device": str(acc.device), "processes": acc.num_processes,
               "init": str(job.init_dir) if job.init_dir else None}
+    # DDP: every rank returns the same full ledger (callers such as the manifest read
+    # "flops" on all ranks), and none returns before rank 0 has written the final files.
+    unwrapped = acc.unwrap_model(model)
+    ledger["flops"] = train_flops_per_token(unwrapped, job.seq_len) * ledger["tokens"]
+    ledger["parameters"] = sum(p.numel() for p in unwrapped.parameters())
     if acc.is_main_process:
-        _finish(job, acc.unwrap_model(model), ledger)
+        _finish(job, unwrapped, ledger)
+    acc.wait_for_everyone()
     return ledger
 
 
@@ -214,7 +220,5 @@ def _finish(job: TrainJob, model, ledger: dict) -> None:
         from xelm.data.tokenizer import load_tokenizer
 
         load_tokenizer(job.tokenizer_dir).save_pretrained(str(job.out_dir))
-    ledger["flops"] = train_flops_per_token(model, job.seq_len) * ledger["tokens"]
-    ledger["parameters"] = sum(p.numel() for p in model.parameters())
     write_json(job.out_dir / "train_state.json", ledger)
     ckpt.clear(job.out_dir)
