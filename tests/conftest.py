@@ -11,25 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-# Smaller still than configs/tiny.yaml: the end-to-end tests run the pipeline several times.
-TINY = [
-    "corpus.synthetic.languages=3", "corpus.synthetic.bytes_per_language=30000",
-    "tokenizer.vocab_size=384",
-    "model.hidden_size=32", "model.layers=1", "model.heads=2", "model.intermediate_size=64",
-    "model.context=32",
-    "seed.tokens=12000", "seed.batch_size=8",
-    "train.tokens=24000", "train.batch_size=8", "train.save_every=5", "train.threads=1",
-    "allocate.method=typology", "allocate.experts=2",
-    "eval.methods=[top1, ensemble, ensemble_tfidf]", "eval.max_tokens_per_language=1500",
-]
-
-
-def tiny_args(out: Path, *extra: str) -> list[str]:
-    """Arguments for ``xelm <cmd> configs/tiny.yaml`` with the test overrides."""
-    args = [str(ROOT / "configs" / "tiny.yaml"), "--out", str(out)]
-    for item in [*TINY, *extra]:
-        args += ["--set", item]
-    return args
+from xelm_testing import TINY, tiny_args  # noqa: F401,E402  (re-exported for old imports)
 
 
 @pytest.fixture
@@ -44,3 +26,12 @@ def corpus_dir(tmp_path: Path) -> Path:
         (d / f"{lang}.txt").write_text("\n".join(template.format(i=i) for i in range(60)) + "\n",
                                        encoding="utf-8")
     return d
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """A run directory with two random experts (languages qa0, qb0 -> e0; qa1, qb1 -> e1)."""
+    from xelm_tiny import make_run
+
+    make_run(tmp_path)
+    return tmp_path

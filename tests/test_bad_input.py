@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
-from conftest import tiny_args
+from xelm_testing import tiny_args
 from xelm.cli import main
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import tiny_args
+from xelm_testing import tiny_args
 from xelm.cli import main
 from xelm.data.synthetic import generate_documents, make_languages
 from xelm.data.tokenizer import train_bpe

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_args
+from xelm_testing import tiny_args
 from xelm.cli import main
 from xelm.train.status import job_states
 

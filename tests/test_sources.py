@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from conftest import tiny_args
+from xelm_testing import tiny_args
 from xelm.cli import main
 from xelm.data.packing import Shard
 

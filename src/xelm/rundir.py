@@ -22,7 +22,9 @@ from xelm.io import atomic_write_text, read_json, write_json
 log = logging.getLogger("xelm")
 
 # Keys that may change between invocations on the same run directory.
-MUTABLE_PREFIXES = ("out_dir", "eval.", "train.save_every", "train.log_every", "train.threads")
+MUTABLE_PREFIXES = ("out_dir", "eval.", "train.save_every", "train.log_every", "train.threads",
+                    "train.launcher", "train.parallel", "train.resources_per_expert",
+                    "train.ray_address")
 
 
 class RunDirError(ValueError):

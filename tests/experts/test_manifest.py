@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 
 from xelm.experts.manifest import (ExpertSet, ManifestError, UnknownLanguageError,
                                    read_manifest, write_manifest)
