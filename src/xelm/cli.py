@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 STAGES = ("prepare", "seed", "allocate", "train", "eval", "report")
 

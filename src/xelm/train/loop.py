@@ -131,8 +131,6 @@ def train_flops_per_token(model, seq_len: int) -> float:
 def run_job(job: TrainJob, progress: bool = True) -> dict:
     """Train ``job`` to completion (resuming if a checkpoint exists); return its ledger."""
     import torch
-    from accelerate import Accelerator
-    from tqdm.auto import tqdm
 
     if is_done(job.out_dir):
         return read_json(job.out_dir / "train_state.json")
