@@ -249,7 +249,8 @@ def expert_perplexities(cfg: Config, rd: RunDir, langs: list[str],
 
     experts = ExpertSet.load(rd.root)
     streams = _streams(rd, langs, split, cfg.eval.max_tokens_per_language)
-    table = {name: _score(cfg, streams, lambda lang, m=model: lambda ids: target_logprobs(m, ids))
+    table = {name: _score(cfg, streams,
+                          lambda lang, m=model: lambda ids, *_: target_logprobs(m, ids))
              for name, model in experts.models.items()}
     return {lang: {name: table[name][lang]["perplexity"] for name in experts.names}
             for lang in langs}
@@ -366,6 +367,7 @@ def _register(rd: RunDir, manifest: dict, call: dict) -> None:
 
 # --------------------------------------------------------------------------- evaluation
 def _score(cfg: Config, streams: dict, scorer_for) -> dict:
+    """``{lang: metrics}``; ``scorer_for(lang)(ids, *block_rows)`` -> target log-probs."""
     import torch
 
     from xelm.evaluate.perplexity import metrics, stream_nll
@@ -395,14 +397,15 @@ def _scores(cfg: Config, rd: RunDir, key: str, new: list[str], old: list[str]) -
     streams_new, streams_all = _streams(rd, new, "test", cap), _streams(rd, old + new, "test", cap)
     folders = {"seed": rd.seed, "dense": rd.dense,
                **{k: rd.root / "adapt" / key / v for k, v in BASELINES.items()}}
+
     def single(folder: Path, streams: dict) -> dict:
         model = load_causal_lm(folder)
-        return _score(cfg, streams, lambda lang: lambda ids: target_logprobs(model, ids))
+        return _score(cfg, streams, lambda lang: lambda ids, *_: target_logprobs(model, ids))
 
     def top1() -> dict:
         experts = ExpertSet.load(rd.root)
         return _score(cfg, streams_all,
-                      lambda lang: lambda ids: score_targets(experts, ids, "top1", lang=lang))
+                      lambda lang: lambda ids, *_: score_targets(experts, ids, "top1", lang=lang))
 
     cache = rd.root / "adapt" / key / "eval"
     scores = {name: _cached(cache / f"{name}.json", lambda f=folder, name=name: single(
@@ -483,17 +486,14 @@ def _finished(rd: RunDir, record: dict, key: str, manifest: dict) -> dict:
 
 
 def publish(rd: RunDir, results: dict) -> None:
-    """Set ``results.json["adapt"]`` (other keys kept); put the section in ``report.md``
-    (replacing an earlier one, never repeating it)."""
+    """Set ``results.json["adapt"]`` (other keys kept) and render ``report.md`` again,
+    which shows the "Adding languages" section whenever that key exists."""
+    from xelm.report.markdown import render
+
     merged = read_json(rd.results)
     merged["adapt"] = results
     write_json(rd.results, merged)
-    path = rd.root / "report.md"
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    head, _, rest = text.partition(SECTION + "\n")
-    tail = rest[rest.find("\n## ") + 1:] if "\n## " in rest else ""
-    section = markdown_section(results) + ("\n" + tail if tail else "")
-    atomic_write_text(path, (head.rstrip("\n") + "\n\n" if head.strip() else "") + section)
+    atomic_write_text(rd.root / "report.md", render(merged, f"x-ELM run: {rd.root.name}"))
 
 
 def _change(new: float, old: float | None) -> str:

@@ -98,10 +98,15 @@ class RunDir:
     @contextmanager
     def timed(self, stage: str):
         start = time.perf_counter()
-        yield
+        try:
+            yield
+        finally:
+            self._add_time(stage, time.perf_counter() - start)
+
+    def _add_time(self, stage: str, seconds: float) -> None:
         path = self.root / "timing.json"
         timing = read_json(path) if path.is_file() else {}
-        timing[stage] = round(timing.get(stage, 0.0) + time.perf_counter() - start, 2)
+        timing[stage] = round(timing.get(stage, 0.0) + seconds, 2)
         write_json(path, timing)
 
     def timing(self) -> dict:

@@ -298,6 +298,13 @@ def train(cfg: Config, rd: RunDir) -> dict:
     experts = [{"name": n, "path": f"experts/{n}", "languages": spec["languages"],
                 "parent": "seed", "round": 1, "tokens": ledgers[n]["tokens"],
                 "flops": ledgers[n]["flops"]} for n, spec in alloc["experts"].items()]
+    language_map = dict(alloc["language_to_expert"])
+    manifest = rd.root / "xelm.json"
+    if manifest.is_file():  # experts added later by `xelm adapt` stay in the set
+        old = read_json(manifest)
+        added = [e for e in old["experts"] if e.get("adapted_language")]
+        experts += added
+        language_map.update({e["adapted_language"]: e["name"] for e in added})
     write_manifest(rd.root, experts, "data/tokenizer",
-                   language_to_expert=alloc["language_to_expert"], tfidf=alloc.get("router"))
+                   language_to_expert=language_map, tfidf=alloc.get("router"))
     return ledgers

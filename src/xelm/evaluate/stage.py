@@ -140,7 +140,8 @@ def budget(rd: RunDir) -> dict:
 
     manifest = read_json(rd.root / "xelm.json")
     return {"dense_tokens": tokens(rd.dense), "seed_tokens": tokens(rd.seed),
-            "expert_tokens": {e["name"]: e["tokens"] for e in manifest["experts"]}}
+            "expert_tokens": {e["name"]: e["tokens"] for e in manifest["experts"]
+                              if not e.get("adapted_language")}}
 
 
 def write_results(cfg: Config, rd: RunDir, scores: dict) -> dict:
@@ -152,5 +153,8 @@ def write_results(cfg: Config, rd: RunDir, scores: dict) -> dict:
                                  for k, v in scores.items()},
                "eval_tokens": {lang: scores["dense"][lang]["tokens"] for lang in languages},
                "timing": rd.timing()}
+    if rd.results.is_file():  # keep what other commands added (adapt, downstream)
+        previous = read_json(rd.results)
+        results.update({k: v for k, v in previous.items() if k not in results})
     write_json(rd.results, results)
     return results

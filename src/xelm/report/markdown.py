@@ -61,6 +61,17 @@ def render(results: dict, title: str = "x-ELM run") -> str:
     parts += ["## Perplexity (test split, lower is better)", "", table(results), "",
               "## Bits per byte", "", table(results, "bits_per_byte"), "",
               "![perplexity](plots/perplexity.png)", "",
+              *_extra_sections(results),
               "## Time per stage (seconds)", "",
               ", ".join(f"{k} {v:.0f}" for k, v in results.get("timing", {}).items()), ""]
     return "\n".join(parts)
+
+
+def _extra_sections(results: dict) -> list[str]:
+    """Sections written by other commands (``xelm adapt``), when their results exist."""
+    parts = []
+    if "adapt" in results:
+        from xelm.adapt import markdown_section
+
+        parts += [markdown_section(results["adapt"]), ""]
+    return parts

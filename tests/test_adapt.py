@@ -1,0 +1,193 @@
+"""``xelm adapt``: a new language joins a finished expert set; nothing old changes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+
+from xelm_testing import tiny_args
+from xelm.adapt import (AdaptError, adapt, choose_parents, expert_perplexities, lapt_budget,
+                        new_languages)
+from xelm.cli import main
+from xelm.config import load
+from xelm.experts.store import sha256_file
+from xelm.rundir import RunDir
+
+# Four synthetic languages in two families (qaa qab | qac qad); the run trains on three.
+RUN = ["corpus.synthetic.languages=4", "corpus.languages=[qaa, qab, qac]"]
+
+
+# --------------------------------------------------------------------------- units
+def test_typology_parent_is_the_expert_of_the_nearest_language():
+    distances = {"pl": {"ru": 0.3, "de": 0.2, "fr": 0.25}, "sv": {"ru": 0.4, "de": 0.1, "fr": 0.4}}
+    owner = {"ru": "e0", "de": "e1", "fr": "e2"}
+    got = choose_parents(distances, owner)
+    assert got["pl"] == {"parent": "e1", "via": "de", "value": 0.2}
+    assert got["sv"]["parent"] == "e1"
+
+
+def test_perplexity_parent_is_the_lowest_and_ties_are_stable():
+    assert choose_parents({"pl": {"e0": 40.0, "e1": 35.5}})["pl"]["parent"] == "e1"
+    assert choose_parents({"pl": {"e1": 7.0, "e0": 7.0}})["pl"]["parent"] == "e0"
+
+
+def test_languages_are_normalised_sorted_and_distinct():
+    assert new_languages(["swe", "PL"]) == ["pl", "sv"]
+    with pytest.raises(AdaptError, match="twice"):
+        new_languages(["pl", "pol"])
+
+
+def test_budget_defaults_to_the_experts_and_rounds_to_whole_steps(tmp_path):
+    cfg = load(None, ["train.batch_size=8", "model.context=32"])  # 256 tokens a step
+    manifest = {"experts": [{"tokens": 1024}, {"tokens": 1024},
+                            {"tokens": 99, "adapted_language": "x"}]}
+    assert lapt_budget(cfg, manifest, None) == 1024
+    assert lapt_budget(cfg, manifest, 1000) == 768
+    with pytest.raises(AdaptError, match="less than one batch"):
+        lapt_budget(cfg, manifest, 100)
+
+
+def test_an_unfinished_run_is_refused(tmp_path):
+    with pytest.raises(AdaptError, match="not a finished xelm run"):
+        adapt(tmp_path, ["qad"], tmp_path)
+
+
+# --------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def adapted(tmp_path_factory):
+    """A finished tiny run, snapshotted, then adapted to ``qad`` through the CLI."""
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["run", *tiny_args(out, *RUN)]) == 0
+    shutil.copytree(out, out.with_name("finished"))  # for adapting it another way
+    before = {"manifest": json.loads((out / "xelm.json").read_text()),
+              "prepare": (out / "data" / "prepare.json").read_text(),
+              "results": json.loads((out / "results.json").read_text())}
+    assert main(["adapt", str(out), "--languages", "qad", "--corpus",
+                 str(out / "data" / "synthetic")]) == 0
+    return out, before
+
+
+slow = pytest.mark.slow
+
+
+@slow
+def test_old_experts_are_byte_identical(adapted):
+    out, before = adapted
+    manifest = json.loads((out / "xelm.json").read_text())
+    old = before["manifest"]["experts"]
+    assert manifest["experts"][:len(old)] == old  # entries (tokens, parents, hashes) kept
+    for e in old:
+        for name, sha in e["files"].items():
+            assert sha256_file(out / e["path"] / name) == sha
+    res = json.loads((out / "results.json").read_text())["adapt"]
+    assert res["old_experts_unchanged"] is True
+    assert res["old_expert_hashes"] == {e["name"]: e["files"] for e in old}
+    assert (out / "data" / "prepare.json").read_text() == before["prepare"]
+
+
+@slow
+def test_new_expert_branches_from_the_related_language(adapted):
+    out, before = adapted
+    manifest = json.loads((out / "xelm.json").read_text())
+    parent = before["manifest"]["language_to_expert"]["qac"]  # qad's family sister
+    new = manifest["experts"][-1]
+    assert (new["name"], new["parent"], new["languages"]) == (f"{parent}+qad", parent, ["qad"])
+    assert manifest["language_to_expert"]["qad"] == new["name"]
+    res = json.loads((out / "results.json").read_text())["adapt"]
+    assert res["parents"]["qad"]["via"] == "qac"
+    assert set(res["scores"]["qad"]) == {"qaa", "qab", "qac"}
+    tokens = res["budget"]["tokens_per_language"]
+    assert new["tokens"] == tokens
+    assert res["budget"]["dense_lapt_tokens"] == res["budget"]["seed_lapt_tokens"] == tokens
+
+
+@slow
+def test_new_language_is_learned_and_only_dense_forgets(adapted):
+    out, before = adapted
+    results = json.loads((out / "results.json").read_text())
+    assert {k: results[k] for k in before["results"]} == before["results"]  # nothing dropped
+    res = results["adapt"]
+    ppl = res["perplexity"]
+    assert set(ppl) == {"seed", "dense", "seed_lapt", "dense_lapt", "xelm_top1"}
+    assert ppl["xelm_top1"]["qad"] < ppl["seed"]["qad"]
+    assert ppl["dense_lapt"]["qad"] < ppl["dense"]["qad"]
+    forget = res["forgetting"]["perplexity"]
+    assert all(forget["dense_lapt"][l] > forget["dense"][l] for l in ("qaa", "qab"))
+    assert forget["xelm_top1"] == before["results"]["perplexity"]["xelm_top1"]  # exactly
+    assert res["summary"]["old_max_abs_ppl_change_xelm"] == 0.0
+    assert res["summary"]["old_mean_ppl_change_dense_lapt"] > 0
+    assert 0 < res["tokens_per_byte"]["qad"] < 1
+    report = (out / "report.md").read_text()
+    assert report.count("## Adding languages") == 1 and "| qad |" in report
+
+
+@slow
+def test_adapting_again_is_a_no_op_that_restores_what_a_rerun_replaced(adapted):
+    out, before = adapted
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
+    manifest = (out / "xelm.json").read_text()
+    # what `xelm run` again would leave: the train stage's manifest, eval's results.json
+    (out / "xelm.json").write_text(json.dumps(before["manifest"]))
+    (out / "results.json").write_text(json.dumps(before["results"]))
+    start = time.perf_counter()
+    res = adapt(out, ["qad"], out / "data" / "synthetic")
+    assert time.perf_counter() - start < 10
+    assert json.loads((out / "xelm.json").read_text()) == json.loads(manifest)
+    assert res == json.loads((out / "results.json").read_text())["adapt"]
+    assert mtimes == {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
+    assert (out / "report.md").read_text().count("## Adding languages") == 1
+
+
+@slow
+def test_clear_errors_for_present_and_missing_languages(adapted, capsys):
+    out, _ = adapted
+    corpus = str(out / "data" / "synthetic")
+    assert main(["adapt", str(out), "--languages", "qac", "--corpus", corpus]) == 2
+    assert "'qac' is already in the expert set" in capsys.readouterr().err
+    assert main(["adapt", str(out), "--languages", "qad,qae", "--corpus", corpus]) == 2
+    assert "'qad' is already in the expert set" in capsys.readouterr().err
+    assert main(["adapt", str(out), "--languages", "qae", "--corpus", corpus]) == 2
+    err = capsys.readouterr().err
+    assert "no file for qae" in err and "qad" in err
+    assert not (out / "data" / "text" / "qae.train.txt").exists()
+
+
+@slow
+def test_perplexity_selection_scores_every_expert(adapted):
+    out, _ = adapted
+    cfg = load(str(out / "config.yaml"))
+    table = expert_perplexities(cfg, RunDir(out), ["qad"])
+    assert set(table["qad"]) == {"e0", "e1", "e1+qad"}
+    assert choose_parents(table)["qad"]["parent"] == "e1+qad"  # the adapted expert knows qad best
+
+
+@slow
+def test_an_interrupted_call_resumes_without_retraining(adapted):
+    out, _ = adapted
+    want = json.loads((out / "results.json").read_text())["adapt"]
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
+    record = json.loads((out / "data" / "adapt.json").read_text())
+    record["calls"]["qad"]["done"] = False  # as if killed while evaluating
+    (out / "data" / "adapt.json").write_text(json.dumps(record))
+    for path in ("results.json", "eval/xelm_top1.json", "eval/dense_lapt.json"):
+        (out / "adapt" / "qad" / path).unlink()
+    got = adapt(out, ["qad"], out / "data" / "synthetic")
+    assert got["perplexity"] == want["perplexity"] and got["forgetting"] == want["forgetting"]
+    assert mtimes == {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
+    assert json.loads((out / "data" / "adapt.json").read_text())["calls"]["qad"]["done"]
+
+
+@slow
+def test_perplexity_selection_and_an_explicit_budget(adapted, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(adapted[0].with_name("finished"), out)
+    res = adapt(out, ["qad"], out / "data" / "synthetic", tokens=2100, select="ppl")
+    scores = res["scores"]["qad"]
+    assert set(scores) == {"e0", "e1"} and all(v > 1 for v in scores.values())
+    assert res["parents"]["qad"]["parent"] == min(scores, key=scores.get)
+    assert res["budget"]["expert_tokens"] == {res["experts"]["qad"]: 2048}  # 8 steps of 256
+    assert res["budget"]["dense_lapt_tokens"] == 2048
+    assert res["old_experts_unchanged"]
