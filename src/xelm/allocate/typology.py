@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import sys
 import warnings
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -36,13 +37,26 @@ class TypologyError(ValueError):
 
 @lru_cache(maxsize=1)
 def _lang2vec():
+    """Import ``lang2vec.lang2vec``, never its command-line script.
+
+    lang2vec installs a ``bin/lang2vec.py`` script; when xelm runs as a console script,
+    ``bin/`` is first on ``sys.path`` and that file would shadow the package.
+    """
+    shadowing = [p for p in sys.path if os.path.isfile(os.path.join(p or ".", "lang2vec.py"))]
+    cached = sys.modules.get("lang2vec")
+    if cached is not None and not hasattr(cached, "__path__"):
+        del sys.modules["lang2vec"]
+    saved = list(sys.path)
     try:
+        sys.path[:] = [p for p in sys.path if p not in shadowing]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pkg_resources deprecation, printed on import
             import lang2vec.lang2vec as l2v
     except ImportError as error:
         raise ImportError("lang2vec could not be imported; it needs pkg_resources, i.e. "
                           "setuptools<81 in this environment") from error
+    finally:
+        sys.path[:] = saved
     return l2v
 
 

@@ -8,7 +8,8 @@ run's held-out documents, evaluates the dense model (lm-eval's own ``hf`` model 
     "downstream": {"accuracy": {model: {shots: {lang: acc}}},
                    "accuracy_norm": {same shape},   # lm-eval's acc_norm
                    "n_examples": {lang: n}, "choices": 4, "chance": 0.25,
-                   "shots": [0, 4], "tasks": "downstream/tasks"}
+                   "shots": [0, 4], "positions": 128, "skipped": {lang: why},
+                   "tasks": "downstream/tasks"}
 
 Each (model, shots) result is cached in ``RUN/downstream/`` together with a fingerprint
 of the tasks, so an interrupted evaluation resumes and a rebuilt task set is rescored.
@@ -144,7 +145,8 @@ def downstream(cfg: Config, rd: RunDir, *, shots: tuple[int, ...] = SHOTS,
             acc_norm.setdefault(name, {})[str(k)] = cached["acc_norm"]
     entry = {"accuracy": acc, "accuracy_norm": acc_norm, "n_examples": summary["n_examples"],
              "choices": choices, "chance": 1 / choices, "shots": list(shots),
-             "skipped": summary["skipped"], "tasks": "downstream/tasks"}
+             "positions": cfg.model.context, "skipped": summary["skipped"],
+             "tasks": "downstream/tasks"}
     _merge_results(rd, entry)
     _update_report(rd, entry)
     return entry
@@ -180,6 +182,9 @@ def markdown_section(entry: dict) -> str:
                 + " | ".join(f"{100 * v:.1f}" for v in means) + " |")
     skipped = entry.get("skipped") or {}
     note = f" Skipped (too few held-out documents): {', '.join(skipped)}." if skipped else ""
+    if entry.get("positions"):
+        note += (f" Prompts are cut from the left to the models' {entry['positions']} "
+                 "positions: few-shot examples that do not fit are lost.")
     return "\n".join([
         f"{SECTION} (continuation choice, accuracy %)", "",
         f"`xelm_cloze`: the first sentences of each held-out document and {entry['choices']} "

@@ -41,11 +41,14 @@ def table(results: dict, metric: str = "perplexity") -> str:
 
 def budget_line(results: dict) -> str:
     b = results["budget"]
-    experts = sum(b["expert_tokens"].values())
+    earlier = b.get("hmr_round_tokens") or {}  # HMR rounds before the final expert set
+    experts = sum(b["expert_tokens"].values()) + sum(earlier.values())
     dense = b["dense_tokens"] or 0
     diff = abs(experts - dense) / max(dense, 1)
     verdict = "equal within 1%" if diff <= 0.01 else f"NOT equal ({100 * diff:.1f}% apart)"
-    return (f"Training tokens: dense {dense:,}; experts {experts:,} in total over "
+    hmr = "".join(f"round {r} {t:,} + " for r, t in earlier.items())
+    final = f" ({hmr}final round {sum(b['expert_tokens'].values()):,})" if earlier else ""
+    return (f"Training tokens: dense {dense:,}; experts {experts:,} in total{final} over "
             f"{len(b['expert_tokens'])} experts ({verdict}); seed {b['seed_tokens'] or 0:,}.")
 
 
@@ -68,10 +71,14 @@ def render(results: dict, title: str = "x-ELM run") -> str:
 
 
 def _extra_sections(results: dict) -> list[str]:
-    """Sections written by other commands (``xelm adapt``), when their results exist."""
+    """Sections written by other commands (adapt, eval --downstream), when their results exist."""
     parts = []
     if "adapt" in results:
         from xelm.adapt import markdown_section
 
         parts += [markdown_section(results["adapt"]), ""]
+    if "downstream" in results:
+        from xelm.evaluate.downstream import markdown_section as downstream_section
+
+        parts += [downstream_section(results["downstream"]), ""]
     return parts
