@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SyntheticConfig(_Section):
@@ -133,6 +133,50 @@ class AllocateConfig(_Section):
     max_features: PositiveInt = 50_000
 
 
+class HMRConfig(_Section):
+    """Hierarchical Multi-Round training (HMR): experts branch from earlier-round experts.
+
+    ``rounds`` is the number of experts of each round, read off the typology tree (e.g.
+    ``[2, 4]``: round 1 trains the two halves of the tree from the seed, round 2 branches
+    each half's expert into its two quarters); the last equals ``allocate.experts``.
+    ``budget_fractions`` is each round's share of ``train.tokens`` (default: equal).
+    Unset ``rounds`` (the default) means flat x-BTM: every expert branches from the seed.
+    """
+
+    rounds: list[PositiveInt] | None = None
+    budget_fractions: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _schedule(self) -> "HMRConfig":
+        if self.rounds is None:
+            if self.budget_fractions is not None:
+                raise ValueError("hmr.budget_fractions is set but hmr.rounds is not: give the "
+                                 "number of experts per round, e.g. hmr.rounds=[2, 4]")
+            return self
+        if len(self.rounds) < 2:
+            raise ValueError(f"hmr.rounds={self.rounds} has one round, which is flat x-BTM: "
+                             "give at least two rounds (e.g. [2, 4]) or leave hmr out")
+        if any(b < a for a, b in zip(self.rounds, self.rounds[1:])):
+            raise ValueError(f"hmr.rounds={self.rounds}: each round must have at least as "
+                             "many experts as the one before (the tree only splits)")
+        fractions = self.budget_fractions
+        if fractions is not None:
+            if len(fractions) != len(self.rounds):
+                raise ValueError(f"hmr.budget_fractions has {len(fractions)} values but "
+                                 f"hmr.rounds has {len(self.rounds)} rounds; give one per round")
+            if any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+                raise ValueError(f"hmr.budget_fractions={fractions} must be positive and sum "
+                                 f"to 1 (they sum to {sum(fractions):.6g}): each is a round's "
+                                 "share of train.tokens")
+        return self
+
+    def fractions(self) -> list[float]:
+        """Each round's share of ``train.tokens`` (equal shares unless configured)."""
+        if self.budget_fractions is not None:
+            return list(self.budget_fractions)
+        return [1 / len(self.rounds)] * len(self.rounds) if self.rounds else []
+
+
 EVAL_METHODS = ("top1", "ensemble", "ensemble_posterior", "ensemble_tfidf", "top1_tfidf",
                 "product_of_experts")
 EvalMethod = Literal["top1", "ensemble", "ensemble_posterior", "ensemble_tfidf", "top1_tfidf",
@@ -166,6 +210,22 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     allocate: AllocateConfig = AllocateConfig()
     eval: EvalConfig = EvalConfig()
+    hmr: HMRConfig = HMRConfig()
+
+    @model_validator(mode="after")
+    def _hmr_fits_allocation(self) -> "Config":
+        rounds = self.hmr.rounds
+        if rounds is None:
+            return self
+        if self.allocate.method != "typology":
+            raise ValueError(f"hmr.rounds needs allocate.method=typology (HMR reads its rounds "
+                             f"off the typology tree), not {self.allocate.method!r}; set "
+                             "allocate.method=typology or leave hmr out")
+        if rounds[-1] != self.allocate.experts:
+            raise ValueError(f"hmr.rounds={rounds} ends with {rounds[-1]} experts but "
+                             f"allocate.experts={self.allocate.experts}: the last round is the "
+                             "final expert set, so make them equal")
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -49,6 +49,16 @@ def config_differences(old: dict, new: dict) -> list[str]:
             if a.get(k) != b.get(k) and not k.startswith(MUTABLE_PREFIXES)]
 
 
+def _aside_name(root: Path) -> Path:
+    """``NAME.old-<timestamp>``, numbered when that exists (two --force in a second)."""
+    base = f"{root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside, n = root.with_name(base), 1
+    while aside.exists():
+        n += 1
+        aside = root.with_name(f"{base}~{n}")
+    return aside
+
+
 @dataclass
 class RunDir:
     root: Path
@@ -69,6 +79,7 @@ class RunDir:
         root = Path(cfg.out_dir)
         saved = root / "config.yaml"
         new = cfg.model_dump(mode="json")
+        aside = None
         if saved.is_file():
             diff = config_differences(yaml.safe_load(saved.read_text(encoding="utf-8")), new)
             if diff and not force:
@@ -77,20 +88,26 @@ class RunDir:
                     "\nUse a new out_dir (--out DIR), or --force to move the old run aside "
                     "and start again.")
             if diff:
-                aside = root.with_name(f"{root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+                aside = _aside_name(root)
                 root.rename(aside)
-                log.warning("moved the previous run to %s", aside)
         root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(saved, cfg.to_yaml())
         rd = cls(root)
         rd._log_to_file()
+        if aside is not None:
+            log.warning("moved the previous run to %s", aside)
         return rd
 
     def _log_to_file(self) -> None:
+        """Log to this run's ``xelm.log`` only: a process that opens several run
+        directories (tests, notebooks) must not write one run's messages into another's
+        log, nor keep writing into a log that ``--force`` moved aside."""
         path = str((self.root / "xelm.log").resolve())
-        if any(getattr(h, "baseFilename", None) == path for h in log.handlers):
-            return
+        for old in [h for h in log.handlers if getattr(h, "_xelm_run_log", False)]:
+            log.removeHandler(old)
+            old.close()
         handler = logging.FileHandler(path, encoding="utf-8")
+        handler._xelm_run_log = True
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)

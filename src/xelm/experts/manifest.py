@@ -57,6 +57,30 @@ def _tokenizer_sha(run_dir: Path, tokenizer_dir: str) -> str:
     return sha256_file(tok_file)
 
 
+def _same_tokenizer(a: Path, b: Path) -> bool:
+    """Byte-identical ``tokenizer.json`` files, or the same vocabulary and added tokens."""
+    if sha256_file(a) == sha256_file(b):
+        return True
+    try:
+        ja, jb = (json.loads(p.read_text(encoding="utf-8")) for p in (a, b))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return all(ja.get(key) == jb.get(key) for key in ("model", "added_tokens"))
+
+
+def _check_expert_tokenizers(run_dir: Path, tokenizer_dir: str, experts: list[dict]) -> None:
+    """An expert folder that carries its own ``tokenizer.json`` (xelm's do) must carry the
+    set's: equal vocabulary sizes do not make two tokenizers interchangeable."""
+    shared = check_inside(run_dir, tokenizer_dir) / "tokenizer.json"
+    for expert in experts:
+        own = check_inside(run_dir, expert["path"]) / "tokenizer.json"
+        if own.is_file() and not _same_tokenizer(own, shared):
+            raise ManifestError(f"expert {expert['name']!r} was trained with another tokenizer: "
+                                f"{expert['path']}/tokenizer.json differs from "
+                                f"{tokenizer_dir}/tokenizer.json; an expert set needs one "
+                                "shared tokenizer")
+
+
 def _expert_entry(run_dir: Path, spec: dict) -> dict:
     missing = [k for k in ("name", "path", "languages") if k not in spec]
     if missing:
@@ -123,6 +147,7 @@ def write_manifest(run_dir: str | os.PathLike, experts: list[dict], tokenizer_di
                 "prior": dict(prior) if prior is not None else None,
                 "tfidf": tfidf}
     validate_manifest(manifest)
+    _check_expert_tokenizers(run_dir, tokenizer_dir, entries)
     path = run_dir / MANIFEST_NAME
     _atomic_write_json(path, manifest)
     return path
@@ -222,6 +247,7 @@ def _verify_files(run_dir: Path, manifest: dict) -> None:
     if tok_sha != manifest["tokenizer_sha256"]:
         raise ManifestError(f"tokenizer {manifest['tokenizer']}/tokenizer.json does not match "
                             "the sha256 in xelm.json: it changed after the experts were written")
+    _check_expert_tokenizers(run_dir, manifest["tokenizer"], manifest["experts"])
     for expert in manifest["experts"]:
         folder = check_inside(run_dir, expert["path"])
         on_disk = {p.name for p in require_safetensors(folder)}

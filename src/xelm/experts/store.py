@@ -87,14 +87,19 @@ def load_causal_lm(path: str | os.PathLike, *, device: Any = "cpu", dtype: Any =
     checkpoint's config asks for, else float32).
     """
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     require_safetensors(path)
     if isinstance(dtype, str) and dtype != "auto":
         dtype = getattr(torch, dtype)
-    model = AutoModelForCausalLM.from_pretrained(
-        os.fspath(path), use_safetensors=True, trust_remote_code=trust_remote_code,
-        local_files_only=True, **({"dtype": dtype} if dtype is not None else {}))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            os.fspath(path), use_safetensors=True, trust_remote_code=trust_remote_code,
+            local_files_only=True, **({"dtype": dtype} if dtype is not None else {}))
+    except SafetensorError as exc:  # not a ValueError: the CLI would print a bare traceback
+        raise ValueError(f"model folder {os.fspath(path)!r}: a *.safetensors weight file is "
+                         f"truncated or corrupt ({exc}); copy it again or retrain it") from None
     return model.to(device).eval()
 
 

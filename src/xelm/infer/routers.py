@@ -25,8 +25,13 @@ NEG_INF = float("-inf")
 
 
 def normalise_log(log_w: Tensor, dim: int = 0) -> Tensor:
-    """Shift log-weights so their ``exp`` sums to 1 along ``dim``."""
-    return log_w - torch.logsumexp(log_w, dim=dim, keepdim=True)
+    """Shift log-weights so their ``exp`` sums to 1 along ``dim``.
+
+    The largest weight is moved to 0 first: ``x - logsumexp(x)`` at ``x ~ -1e10`` would
+    lose ``log k`` to rounding (two equal weights came out as 1 each)."""
+    peak = log_w.amax(dim=dim, keepdim=True)
+    shifted = log_w - torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    return shifted - torch.logsumexp(shifted, dim=dim, keepdim=True)
 
 
 def top_k_log(log_w: Tensor, top_k: int | None, dim: int = 0) -> Tensor:

@@ -36,12 +36,17 @@ def save(job_dir: Path, model, opt, step: int, history: dict) -> Path:
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    save_model(model, str(target / "model.safetensors"))
-    tensors, groups = _optimizer_tensors(opt)
-    tensors["__torch_rng__"] = torch.get_rng_state()
-    save_file(tensors, str(target / "optimizer.safetensors"))
-    write_json(target / "state.json", {"step": step, "history": history, "param_groups": groups})
-    write_json(root / "latest.json", {"step": step, "dir": target.name})
+    try:
+        save_model(model, str(target / "model.safetensors"))
+        tensors, groups = _optimizer_tensors(opt)
+        tensors["__torch_rng__"] = torch.get_rng_state()
+        save_file(tensors, str(target / "optimizer.safetensors"))
+        write_json(target / "state.json", {"step": step, "history": history,
+                                           "param_groups": groups})
+        write_json(root / "latest.json", {"step": step, "dir": target.name})
+    except BaseException:  # disk full, permissions: keep the previous checkpoint as latest
+        shutil.rmtree(target, ignore_errors=True)
+        raise
     for old in root.glob("step-*"):
         if old != target:
             shutil.rmtree(old, ignore_errors=True)
