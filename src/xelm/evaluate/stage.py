@@ -108,7 +108,9 @@ def _tfidf_scorer(cfg: Config, rd: RunDir, experts: _LazyExperts, method: str, s
     from xelm.infer.mixture import score_with_router
     from xelm.infer.routers import Fixed, tfidf_log_weights
 
-    router = TfidfRouter.load(rd.root / read_json(rd.allocation)["router"])
+    from xelm.experts.store import check_inside
+
+    router = TfidfRouter.load(check_inside(rd.root, read_json(rd.allocation)["router"]))
     top_k = 1 if method == "top1_tfidf" else cfg.eval.top_k
 
     def for_language(lang):
@@ -139,9 +141,16 @@ def budget(rd: RunDir) -> dict:
         return read_json(path)["tokens"] if path.is_file() else None
 
     manifest = read_json(rd.root / "xelm.json")
-    return {"dense_tokens": tokens(rd.dense), "seed_tokens": tokens(rd.seed),
-            "expert_tokens": {e["name"]: e["tokens"] for e in manifest["experts"]
-                              if not e.get("adapted_language")}}
+    experts = [e for e in manifest["experts"] if not e.get("adapted_language")]
+    out = {"dense_tokens": tokens(rd.dense), "seed_tokens": tokens(rd.seed),
+           "expert_tokens": {e["name"]: e["tokens"] for e in experts}}
+    # HMR: the earlier rounds' experts (each listed once) are compute of the expert set too
+    earlier = {a["name"]: a for e in experts for a in e.get("ancestors", [])}
+    if earlier:
+        rounds = sorted({a["round"] for a in earlier.values()})
+        out["hmr_round_tokens"] = {str(r): sum(a["tokens"] for a in earlier.values()
+                                               if a["round"] == r) for r in rounds}
+    return out
 
 
 def write_results(cfg: Config, rd: RunDir, scores: dict) -> dict:

@@ -112,8 +112,10 @@ def build_model(job: TrainJob):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if job.init_dir is not None:
-        return AutoModelForCausalLM.from_pretrained(str(job.init_dir), use_safetensors=True,
-                                                    dtype=torch.float32)
+        from xelm.experts.store import load_causal_lm
+
+        model = load_causal_lm(job.init_dir, dtype=torch.float32)  # safetensors only, checked
+        return model.train()
     torch.manual_seed(job.seed)
     config = AutoConfig.for_model(**job.model_config)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
