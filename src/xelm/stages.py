@@ -273,31 +273,32 @@ def expert_budget(cfg: Config, k: int) -> int:
 
 
 def train(cfg: Config, rd: RunDir) -> dict:
-    """The dense baseline and every expert, each branched from the seed; then ``xelm.json``."""
-    from xelm.allocate.allocation import cluster_shard
+    """The dense baseline and every expert, then ``xelm.json``.
+
+    Flat x-BTM branches every expert from the seed. With ``hmr.rounds`` the experts are
+    trained round by round, each branching from its parent of the round before
+    (:mod:`xelm.train.plan`); the final round is the expert set and the dense baseline
+    gets the tokens of all rounds together.
+    """
     from xelm.experts.manifest import write_manifest
     from xelm.train.budget import format_ledgers
-    from xelm.train.launch import JobsFailed, run_jobs
 
     _threads(cfg)
     info, alloc = read_json(rd.data / "prepare.json"), read_json(rd.allocation)
-    per_expert = expert_budget(cfg, len(alloc["experts"]))
-    jobs = [_job(cfg, rd, "dense", rd.dense, info["languages"], per_expert * len(alloc["experts"]),
-                 cfg.train, rd.seed, 1)]
-    for i, (name, spec) in enumerate(alloc["experts"].items()):
-        shard = cluster_shard(rd.data, name) if alloc["method"] == "tfidf" else None
-        jobs.append(_job(cfg, rd, name, rd.experts / name, spec["languages"], per_expert,
-                         cfg.train, rd.seed, 2 + i, shard=shard))
-    t = cfg.train
-    ledgers, failed = run_jobs(jobs, launcher=t.launcher, parallel=t.parallel,
-                               resources=t.resources_per_expert, address=t.ray_address,
-                               threads=t.threads)
-    if failed:  # raised only after every other job has finished
-        raise JobsFailed(failed)
+    plan = _training_plan(cfg, alloc)
+    dense = _job(cfg, rd, "dense", rd.dense, info["languages"], plan.dense_tokens, cfg.train,
+                 rd.seed, 1)
+    ledgers: dict = {}
+    for r, planned in enumerate(plan.rounds):
+        jobs = [dense] if r == 0 else []
+        jobs += [_expert_job(cfg, rd, alloc, e) for e in planned]
+        ledgers.update(_run_round(cfg, jobs))
+    if ledgers["dense"]["tokens"] != plan.dense_tokens:
+        log.warning("dense/ was trained on %s tokens but this plan gives the experts %s: the "
+                    "comparison is not at equal budget", f"{ledgers['dense']['tokens']:,}",
+                    f"{plan.dense_tokens:,}")
     log.info("training compute:\n%s", format_ledgers(ledgers))
-    experts = [{"name": n, "path": f"experts/{n}", "languages": spec["languages"],
-                "parent": "seed", "round": 1, "tokens": ledgers[n]["tokens"],
-                "flops": ledgers[n]["flops"]} for n, spec in alloc["experts"].items()]
+    experts = [_manifest_entry(plan, e, ledgers) for e in plan.final]
     language_map = dict(alloc["language_to_expert"])
     manifest = rd.root / "xelm.json"
     if manifest.is_file():  # experts added later by `xelm adapt` stay in the set
@@ -308,3 +309,56 @@ def train(cfg: Config, rd: RunDir) -> dict:
     write_manifest(rd.root, experts, "data/tokenizer",
                    language_to_expert=language_map, tfidf=alloc.get("router"))
     return ledgers
+
+
+def _training_plan(cfg: Config, alloc: dict):
+    """Flat x-BTM as a one-round plan from the seed, or the HMR plan of ``hmr.rounds``."""
+    from xelm.train.plan import HMRPlan, PlannedExpert, format_plan, plan_for_run
+
+    if cfg.hmr.rounds:
+        plan = plan_for_run(alloc, cfg.hmr.rounds, cfg.hmr.fractions(), cfg.train.tokens,
+                            cfg.train.batch_size * cfg.model.context)
+        log.info("HMR plan:\n%s", format_plan(plan))
+        return plan
+    per_expert = expert_budget(cfg, len(alloc["experts"]))
+    flat = tuple(PlannedExpert(name, tuple(spec["languages"]), "seed", 1, per_expert, 2 + i)
+                 for i, (name, spec) in enumerate(alloc["experts"].items()))
+    return HMRPlan((flat,))
+
+
+def _expert_job(cfg: Config, rd: RunDir, alloc: dict, expert):
+    from xelm.allocate.allocation import cluster_shard
+
+    shard = cluster_shard(rd.data, expert.name) if alloc["method"] == "tfidf" else None
+    init = rd.seed if expert.parent == "seed" else rd.experts / expert.parent
+    return _job(cfg, rd, expert.name, rd.root / expert.path, list(expert.languages),
+                expert.tokens, cfg.train, init, expert.seed_offset, shard=shard)
+
+
+def _run_round(cfg: Config, jobs: list) -> dict:
+    """Run one round's jobs; raise only after all of them ended (a later round needs them)."""
+    from xelm.train.launch import JobsFailed, run_jobs
+
+    t = cfg.train
+    ledgers, failed = run_jobs(jobs, launcher=t.launcher, parallel=t.parallel,
+                               resources=t.resources_per_expert, address=t.ray_address,
+                               threads=t.threads)
+    if failed:
+        raise JobsFailed(failed)
+    return ledgers
+
+
+def _manifest_entry(plan, expert, ledgers: dict) -> dict:
+    """An ``xelm.json`` entry; HMR experts also list their ``ancestors`` (earlier rounds),
+    whose tokens count towards the expert set's compute."""
+    led = ledgers[expert.name]
+    entry = {"name": expert.name, "path": expert.path, "languages": list(expert.languages),
+             "parent": expert.parent, "round": expert.round, "tokens": led["tokens"],
+             "flops": led["flops"]}
+    chain = plan.ancestors(expert.name)
+    if chain:
+        entry["ancestors"] = [{"name": a.name, "path": a.path, "languages": list(a.languages),
+                               "parent": a.parent, "round": a.round,
+                               "tokens": ledgers[a.name]["tokens"],
+                               "flops": ledgers[a.name]["flops"]} for a in chain]
+    return entry

@@ -17,7 +17,17 @@ def _budgets(run: Path) -> dict[str, tuple[Path, int, int]]:
     jobs = {"seed": (run / "seed", 0 if cfg["model"]["base"] else cfg["seed"]["tokens"],
                      per_step("seed"))}
     alloc_path = run / "allocation.json"
-    if alloc_path.is_file():
+    hmr = (cfg.get("hmr") or {}).get("rounds")
+    if alloc_path.is_file() and hmr:
+        from xelm.config import HMRConfig
+        from xelm.train.plan import plan_for_run
+
+        step = per_step("train")
+        fractions = HMRConfig(**cfg["hmr"]).fractions()
+        plan = plan_for_run(read_json(alloc_path), hmr, fractions, cfg["train"]["tokens"], step)
+        jobs["dense"] = (run / "dense", plan.dense_tokens, step)
+        jobs.update({e.name: (run / e.path, e.tokens, step) for e in plan.experts})
+    elif alloc_path.is_file():
         experts = list(read_json(alloc_path)["experts"])
         step = per_step("train")
         each = cfg["train"]["tokens"] // len(experts) // step * step
