@@ -122,3 +122,20 @@ def test_tfidf_allocation_trains_cluster_experts(tmp_path):
     assert (out / "router").is_dir()
     results = json.loads((out / "results.json").read_text())
     assert set(results["perplexity"]["xelm_top1"]) == {"qaa", "qab", "qac"}
+
+
+def test_generate_and_merge_commands(finished_run, tmp_path, capsys):
+    args = ["generate", str(finished_run), "--prompt", "", "--max-new-tokens", "8", "--sample"]
+    assert main(args) == 0 and main(args) == 0
+    first, second = capsys.readouterr().out.strip().split("\n")[-2:]
+    assert first == second and first  # sampling is seeded: the same text twice
+    assert main(["generate", str(finished_run), "--prompt", "x", "--method", "top1"]) == 2
+    assert "--lang" in capsys.readouterr().err
+    assert main(["merge", str(finished_run), "--out", str(tmp_path / "merged"),
+                 "--weights", "e0=1,e1=0"]) == 0
+    import torch
+    from safetensors.torch import load_file
+
+    merged = load_file(str(tmp_path / "merged" / "model.safetensors"))
+    e0 = load_file(str(finished_run / "experts" / "e0" / "model.safetensors"))
+    assert all(torch.equal(merged[k], e0[k]) for k in e0)  # all weight on e0 gives e0

@@ -140,6 +140,23 @@ def cmd_adapt(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    """Continue a prompt with a run's expert set (greedy, or --sample with a seed)."""
+    from xelm.infer.commands import generate_text
+
+    print(generate_text(args.run, args.prompt, args.method, args.lang, args.max_new_tokens,
+                        args.sample, args.temperature, args.seed))
+    return 0
+
+
+def cmd_merge(args) -> int:
+    """Average a run's experts into one ordinary HF model folder (parameter averaging)."""
+    from xelm.infer.commands import merge_run
+
+    print(merge_run(args.run, args.out, args.weights))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xelm", description="Cross-lingual expert language models (x-BTM).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
@@ -186,6 +203,22 @@ def _parser() -> argparse.ArgumentParser:
                        prefix_chars="\0")  # no options of its own: all of them go to lm-eval
     p.add_argument("args", nargs=argparse.REMAINDER, help="lm-eval arguments")
     p.set_defaults(func=cmd_lm_eval)
+    p = sub.add_parser("generate", help=cmd_generate.__doc__, description=cmd_generate.__doc__)
+    p.add_argument("run", help="run directory")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--method", default="ensemble_posterior",
+                   help="top1 | ensemble | ensemble_posterior | product_of_experts")
+    p.add_argument("--lang", help="language code (routes top1 to that language's expert)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_generate)
+    p = sub.add_parser("merge", help=cmd_merge.__doc__, description=cmd_merge.__doc__)
+    p.add_argument("run", help="run directory")
+    p.add_argument("--out", required=True, help="folder for the merged HF model")
+    p.add_argument("--weights", help="'prior' or name=weight,... (default: uniform)")
+    p.set_defaults(func=cmd_merge)
     p = sub.add_parser("status", help=cmd_status.__doc__, description=cmd_status.__doc__)
     p.add_argument("run", help="run directory")
     p.set_defaults(func=cmd_status)

@@ -1,0 +1,48 @@
+"""What ``xelm generate`` and ``xelm merge`` do, so that cli.py only wires arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+GENERATE_METHODS = ("top1", "ensemble", "ensemble_posterior", "product_of_experts")
+
+
+def generate_text(run: str, prompt: str, method: str = "ensemble_posterior", lang: str | None = None,
+                  max_new_tokens: int = 64, sample: bool = False, temperature: float = 1.0,
+                  seed: int = 0) -> str:
+    """Continue ``prompt`` with the run's expert set; returns prompt + continuation."""
+    import torch
+
+    from xelm.experts.manifest import ExpertSet
+    from xelm.infer.generation import generate
+
+    if method not in GENERATE_METHODS:
+        raise ValueError(f"--method {method!r}: choose from {', '.join(GENERATE_METHODS)}")
+    if method == "top1" and not lang:
+        raise ValueError("--method top1 needs --lang (the expert of that language); or use "
+                         "--method ensemble_posterior, which needs no language label")
+    experts = ExpertSet.load(run)
+    ids = experts.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    if ids.shape[1] == 0:
+        ids = torch.tensor([[experts.tokenizer.eos_token_id]])
+    out = generate(experts, ids, method, lang=lang, max_new_tokens=max_new_tokens,
+                   do_sample=sample, temperature=temperature,
+                   eos_token_id=experts.tokenizer.eos_token_id,
+                   generator=torch.Generator().manual_seed(seed))
+    return experts.tokenizer.decode(out[0], skip_special_tokens=True)
+
+
+def merge_run(run: str, out: str, weights: str | None = None) -> Path:
+    """Average the run's experts into one HF model folder (``--weights``: ``prior``, or
+    ``name=w,name=w``; default uniform)."""
+    from xelm.experts.manifest import ExpertSet
+    from xelm.infer.average import merge_to_folder
+
+    parsed: str | dict | None = weights
+    if weights and weights != "prior":
+        try:
+            parsed = {k.strip(): float(v) for k, v in (p.split("=") for p in weights.split(","))}
+        except ValueError:
+            raise ValueError(f"--weights {weights!r}: give 'prior' or name=weight pairs, "
+                             "e.g. e0=0.5,e1=0.5") from None
+    return merge_to_folder(ExpertSet.load(run), out, weights=parsed)
