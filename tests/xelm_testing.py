@@ -25,3 +25,19 @@ def tiny_args(out: Path, *extra: str) -> list[str]:
     for item in [*TINY, *extra]:
         args += ["--set", item]
     return args
+
+
+def cli_fails(capsys, args: list[str], *fragments: str) -> str:
+    """Run ``xelm ARGS``; assert it exits 2 with every fragment in the error message."""
+    from xelm.cli import main
+
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    for fragment in fragments:
+        assert fragment in err, err
+    return err
+
+
+def dir_prepare_args(out: Path, corpus: Path, *extra: str) -> list[str]:
+    """``xelm prepare`` on a directory corpus with the tiny overrides."""
+    return ["prepare", *tiny_args(out, "corpus.source=dir", f"corpus.path={corpus}", *extra)]

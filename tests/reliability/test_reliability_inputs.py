@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from xelm_testing import tiny_args
+from xelm_testing import cli_fails, dir_prepare_args, tiny_args
 
 from xelm.cli import main
 
@@ -23,22 +23,12 @@ from xelm.cli import main
 HARMLESS = {"config.yaml", "xelm.log", "timing.json"}
 
 
-def _fails(capsys, args: list[str], *fragments: str) -> str:
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
-
 
 def _only_harmless_files(out: Path) -> None:
     left = {p.name for p in out.iterdir()}
     assert left <= HARMLESS, f"left behind in {out}: {sorted(left - HARMLESS)}"
     assert not list(out.rglob("*.tmp"))
 
-
-def _dir_args(out: Path, corpus: Path, *extra: str) -> list[str]:
-    return ["prepare", *tiny_args(out, "corpus.source=dir", f"corpus.path={corpus}", *extra)]
 
 
 # --------------------------------------------------------------------------- corpus files
@@ -53,7 +43,7 @@ def _dir_args(out: Path, corpus: Path, *extra: str) -> list[str]:
 def test_bad_corpus_file_is_named_and_nothing_is_prepared(tmp_path, corpus_dir, capsys,
                                                           name, content, fragments):
     (corpus_dir / name).write_bytes(content)
-    _fails(capsys, _dir_args(tmp_path / "run", corpus_dir), *fragments)
+    cli_fails(capsys, dir_prepare_args(tmp_path / "run", corpus_dir), *fragments)
     _only_harmless_files(tmp_path / "run")
 
 
@@ -61,12 +51,12 @@ def test_directory_without_corpus_files(tmp_path, capsys):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "README.md").write_text("not a corpus\n")
-    _fails(capsys, _dir_args(tmp_path / "run", corpus), "holds no corpus files", "README.md")
+    cli_fails(capsys, dir_prepare_args(tmp_path / "run", corpus), "holds no corpus files", "README.md")
     _only_harmless_files(tmp_path / "run")
 
 
 def test_requested_language_without_a_file(tmp_path, corpus_dir, capsys):
-    _fails(capsys, _dir_args(tmp_path / "run", corpus_dir, "corpus.languages=[en, es]"),
+    cli_fails(capsys, dir_prepare_args(tmp_path / "run", corpus_dir, "corpus.languages=[en, es]"),
            "asks for es", "available: de, en, fr")
     _only_harmless_files(tmp_path / "run")
 
@@ -89,7 +79,7 @@ def test_requested_language_without_a_file(tmp_path, corpus_dir, capsys):
 ])
 def test_wrong_type_or_negative_value_is_refused_before_anything_is_written(tmp_path, capsys,
                                                                             override, fragments):
-    _fails(capsys, ["run", *tiny_args(tmp_path / "run", override)], "invalid configuration",
+    cli_fails(capsys, ["run", *tiny_args(tmp_path / "run", override)], "invalid configuration",
            *fragments)
     assert not (tmp_path / "run").exists()
 
@@ -104,24 +94,24 @@ def test_bad_config_file_is_refused_before_anything_is_written(tmp_path, capsys,
                                                                fragments):
     path = tmp_path / "my.yaml"
     path.write_text(yaml_text, encoding="utf-8")
-    _fails(capsys, ["run", str(path), "--out", str(tmp_path / "run")], *fragments)
+    cli_fails(capsys, ["run", str(path), "--out", str(tmp_path / "run")], *fragments)
     assert not (tmp_path / "run").exists()
 
 
 def test_non_utf8_config_file(tmp_path, capsys):
     path = tmp_path / "my.yaml"
     path.write_bytes("out_dir: runs/señor\n".encode("latin-1"))
-    _fails(capsys, ["run", str(path), "--out", str(tmp_path / "run")], "my.yaml",
+    cli_fails(capsys, ["run", str(path), "--out", str(tmp_path / "run")], "my.yaml",
            "not a valid YAML file")
     assert not (tmp_path / "run").exists()
 
 
 # --------------------------------------------------------------------------- allocation
 def test_more_tfidf_experts_than_documents(tmp_path, corpus_dir, capsys):
-    args = _dir_args(tmp_path / "run", corpus_dir, "allocate.method=tfidf",
+    args = dir_prepare_args(tmp_path / "run", corpus_dir, "allocate.method=tfidf",
                      "allocate.experts=5000", "seed.tokens=256")[1:]  # allocate needs a seed
     assert main(["prepare", *args]) == 0 and main(["seed", *args]) == 0
-    _fails(capsys, ["allocate", *args], "k=5000", "documents")
+    cli_fails(capsys, ["allocate", *args], "k=5000", "documents")
     out = tmp_path / "run"
     assert not (out / "allocation.json").exists()
     assert not (out / "router").exists()
@@ -142,7 +132,7 @@ def test_run_directory_of_another_config_is_refused_untouched(tmp_path, capsys):
     _open(out, "train.tokens=1000000")
     (out / "results.json").write_text('{"precious": true}\n')
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "xelm.log"}
-    err = _fails(capsys, ["prepare", *tiny_args(out)], "was made with a different config",
+    err = cli_fails(capsys, ["prepare", *tiny_args(out)], "was made with a different config",
                  "train.tokens: 1000000 -> 24000", "new out_dir (--out DIR)", "--force")
     assert "Traceback" not in err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "xelm.log"} == before

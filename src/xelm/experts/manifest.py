@@ -21,11 +21,11 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xelm.io import write_json
 from xelm.experts.store import (check_folder_inside, check_inside, load_causal_lm,
                                 require_safetensors, sha256_file)
 
@@ -107,20 +107,6 @@ def _default_language_map(experts: list[dict]) -> dict[str, str]:
     return mapping
 
 
-def _atomic_write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_manifest(run_dir: str | os.PathLike, experts: list[dict], tokenizer_dir: str, *,
                    language_to_expert: dict[str, str] | None = None,
                    prior: dict[str, float] | None = None,
@@ -149,7 +135,7 @@ def write_manifest(run_dir: str | os.PathLike, experts: list[dict], tokenizer_di
     validate_manifest(manifest)
     _check_expert_tokenizers(run_dir, tokenizer_dir, entries)
     path = run_dir / MANIFEST_NAME
-    _atomic_write_json(path, manifest)
+    write_json(path, manifest)
     return path
 
 
