@@ -230,18 +230,21 @@ def _features_file(cfg: Config, rd: RunDir) -> str | None:
 
 
 def _allocate_tfidf(cfg: Config, rd: RunDir, languages: list[str]) -> dict:
+    """Cluster the training documents; each cluster's shard reuses the packed tokens."""
     from xelm.allocate import allocation as al
     from xelm.allocate.tfidf import allocate_tfidf
-    from xelm.data.packing import write_shard
-    from xelm.data.tokenizer import load_tokenizer
+    from xelm.data.packing import Shard, shard_path, write_tokens
 
-    texts, langs = [], []
+    dtype = read_json(rd.data / "prepare.json")["dtype"]
+    texts, langs, tokens, nbytes = [], [], [], []
     for lang in languages:
         docs = read_lines(rd.data / "text" / f"{lang}.train.txt")
+        ids, sizes = Shard(shard_path(rd.data, lang, "train"), dtype).split_documents()
         texts += docs
         langs += [lang] * len(docs)
-    tok = load_tokenizer(rd.tokenizer)
-    counts = np.array([len(ids) + 1 for ids in tok(texts, add_special_tokens=False)["input_ids"]])
+        tokens += ids
+        nbytes += list(sizes)
+    counts = np.array([len(ids) for ids in tokens])
     a = cfg.allocate
     assign, router = allocate_tfidf(texts, counts, a.experts, fit_docs=a.fit_docs,
                                     seed=cfg.random_seed, analyzer=a.analyzer,
@@ -249,8 +252,9 @@ def _allocate_tfidf(cfg: Config, rd: RunDir, languages: list[str]) -> dict:
     router.save(rd.root / "router")
     result = al.from_clusters(assign, langs, counts, a.experts)
     for i, name in enumerate(result["experts"]):
-        docs = [t for t, c in zip(texts, assign) if c == i]
-        write_shard(al.cluster_shard(rd.data, name), tok, docs)
+        mine = np.flatnonzero(assign == i)
+        write_tokens(al.cluster_shard(rd.data, name), [tokens[j] for j in mine],
+                     [nbytes[j] for j in mine], dtype)
     result["router"] = "router"
     return result
 

@@ -32,16 +32,22 @@ def encode_documents(tokenizer, docs: list[str], batch: int = 1000) -> list[list
 
 def write_shard(path: Path, tokenizer, docs: list[str]) -> dict:
     """Tokenize ``docs`` into ``path`` (.bin) and its document index (.docs.npy)."""
-    encoded = encode_documents(tokenizer, docs)
-    dtype = token_dtype(len(tokenizer))
-    flat = np.fromiter((t for ids in encoded for t in ids), dtype=dtype,
-                       count=sum(len(ids) for ids in encoded))
-    ends = np.cumsum([len(ids) for ids in encoded], dtype=np.int64)
-    nbytes = np.array([len(d.encode("utf-8")) + 1 for d in docs], dtype=np.int64)
-    index = np.stack([ends, nbytes], axis=1) if len(docs) else np.zeros((0, 2), np.int64)
+    encoded = [np.asarray(ids) for ids in encode_documents(tokenizer, docs)]
+    nbytes = [len(d.encode("utf-8")) + 1 for d in docs]
+    return write_tokens(path, encoded, nbytes, token_dtype(len(tokenizer)))
+
+
+def write_tokens(path: Path, documents: list[np.ndarray], nbytes: list[int],
+                 dtype: np.dtype | str) -> dict:
+    """Write already tokenized documents (each ending in EOS) as a shard and its index."""
+    dtype = np.dtype(dtype)
+    flat = np.concatenate(documents).astype(dtype) if documents else np.zeros(0, dtype)
+    ends = np.cumsum([len(ids) for ids in documents], dtype=np.int64)
+    sizes = np.asarray(nbytes, dtype=np.int64)
+    index = np.stack([ends, sizes], axis=1) if documents else np.zeros((0, 2), np.int64)
     atomic_write_bytes(path.with_suffix(".docs.npy"), _npy_bytes(index))
     atomic_write_bytes(path, flat.tobytes())
-    return {"tokens": int(flat.size), "bytes": int(nbytes.sum()), "docs": len(docs),
+    return {"tokens": int(flat.size), "bytes": int(sizes.sum()), "docs": len(documents),
             "dtype": dtype.name}
 
 
@@ -68,6 +74,12 @@ class Shard:
     def documents(self) -> np.ndarray:
         """[n_docs, 2]: end offset (exclusive) of each document, its UTF-8 bytes (+1 newline)."""
         return np.load(self.path.with_suffix(".docs.npy"), allow_pickle=False)
+
+    def split_documents(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """Each document's tokens (EOS included) and its UTF-8 bytes."""
+        docs, tokens = self.documents, self.tokens
+        starts = np.concatenate([[0], docs[:-1, 0]]) if len(docs) else []
+        return [np.asarray(tokens[a:b]) for a, b in zip(starts, docs[:, 0])], docs[:, 1]
 
     def head(self, max_tokens: int | None) -> tuple[np.ndarray, int]:
         """The longest prefix of whole documents within ``max_tokens``; (tokens, bytes)."""
