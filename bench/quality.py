@@ -33,6 +33,8 @@ VARIANTS = {
     "typology4": ["allocate.method=typology", "allocate.experts=4"],
     "tfidf8": ["allocate.method=tfidf", "allocate.experts=8"],
     "tfidf4": ["allocate.method=tfidf", "allocate.experts=4"],
+    # HMR: round 1 trains 2 experts on the tree's halves, round 2 branches the 8 leaves
+    "hmr8": ["allocate.method=typology", "allocate.experts=8", "hmr.rounds=[2,8]"],
 }
 QUICK = ["seed.tokens=1500000", "train.tokens=3000000", "eval.max_tokens_per_language=20000"]
 SHARED = ("data", "seed", "dense")
@@ -84,16 +86,24 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out + ("-quick" if args.quick else ""))
     extra = QUICK if args.quick else []
-    start, first, report = time.time(), None, {}
+    path = ROOT / "bench" / "results" / ("quality-quick.json" if args.quick else "quality.json")
+    # variants accumulate across invocations (each run directory is reused, so rerunning
+    # a finished variant only re-reads its results)
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    start, first, report = time.time(), None, dict(previous.get("variants", {}))
+    for name in VARIANTS:  # a variant already run shares its seed and dense baseline
+        if first is None and (out / name / "dense").exists():
+            first = out / name
     for name in args.variants.split(","):
         run = run_variant(name, out, args.corpus, extra, first)
         first = first or run
         report[name] = summarise(run)
+    wall = {**previous.get("wall_seconds_by_command", {}),
+            " ".join(sys.argv[1:]): round(time.time() - start, 1)}
     result = {"command": "python bench/quality.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.machine(),
               "cpus": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
-              "wall_seconds": round(time.time() - start, 1), "variants": report}
-    path = ROOT / "bench" / "results" / ("quality-quick.json" if args.quick else "quality.json")
+              "wall_seconds_by_command": wall, "variants": report}
     path.write_text(json.dumps(result, indent=2) + "\n")
     for name, r in report.items():
         s = r["summary"]["xelm_top1"]

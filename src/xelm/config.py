@@ -44,7 +44,7 @@ class HFDatasetConfig(_Section):
 
 
 class CorpusConfig(_Section):
-    source: Literal["synthetic", "dir", "hf"] = "synthetic"
+    source: Literal["synthetic", "dir", "hf", "unlabelled"] = "synthetic"
     path: str | None = None
     languages: list[str] | None = None
     max_bytes_per_language: PositiveInt | None = None
@@ -59,6 +59,11 @@ class CorpusConfig(_Section):
         if self.source == "dir" and not self.path:
             raise ValueError("corpus.source is 'dir' but corpus.path is not set: give the "
                              "directory of <code>.txt/.jsonl/.parquet files")
+        if self.source == "unlabelled" and not (self.path and self.languages):
+            raise ValueError("corpus.source is 'unlabelled' (documents sorted by language "
+                             "identification): set corpus.path (a .txt/.jsonl/.parquet file "
+                             "or a directory of them) and corpus.languages (the languages to "
+                             "keep, e.g. [en, de, sw])")
         return self
 
 
@@ -177,16 +182,18 @@ class HMRConfig(_Section):
         return [1 / len(self.rounds)] * len(self.rounds) if self.rounds else []
 
 
-EVAL_METHODS = ("top1", "ensemble", "ensemble_posterior", "ensemble_tfidf", "top1_tfidf",
-                "product_of_experts")
-EvalMethod = Literal["top1", "ensemble", "ensemble_posterior", "ensemble_tfidf", "top1_tfidf",
-                     "product_of_experts"]
+EVAL_METHODS = ("top1", "top1_langid", "ensemble", "ensemble_posterior", "ensemble_tfidf",
+                "top1_tfidf", "product_of_experts")
+EvalMethod = Literal["top1", "top1_langid", "ensemble", "ensemble_posterior", "ensemble_tfidf",
+                     "top1_tfidf", "product_of_experts"]
 
 
 class EvalConfig(_Section):
     """``methods``: how the expert set is scored (``xelm_<method>`` in results.json).
 
-    ``top1`` routes by the known language; ``ensemble`` mixes all experts uniformly;
+    ``top1`` routes by the known language; ``top1_langid`` by the language a language
+    identifier (lingua) detects in the preceding context, so it needs no label but only
+    works for languages lingua knows; ``ensemble`` mixes all experts uniformly;
     ``ensemble_posterior`` weights them by BTM's posterior given the prefix;
     ``ensemble_tfidf``/``top1_tfidf`` by c-BTM's softmax(-d²/T) over TF-IDF distances of
     the preceding context to each expert's centre; ``product_of_experts`` is a weighted
@@ -211,6 +218,14 @@ class Config(_Section):
     allocate: AllocateConfig = AllocateConfig()
     eval: EvalConfig = EvalConfig()
     hmr: HMRConfig = HMRConfig()
+
+    @model_validator(mode="after")
+    def _langid_needs_real_languages(self) -> "Config":
+        if "top1_langid" in self.eval.methods and self.corpus.source == "synthetic":
+            raise ValueError("eval.methods has top1_langid, but the synthetic corpus' "
+                             "languages are unknown to any language identifier: drop it, or "
+                             "use top1_tfidf / ensemble_posterior, which need no label")
+        return self
 
     @model_validator(mode="after")
     def _hmr_fits_allocation(self) -> "Config":

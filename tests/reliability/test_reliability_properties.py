@@ -87,7 +87,9 @@ VALID = {
     "allocate.method": st.sampled_from(["languages", "typology", "tfidf"]),
     "corpus.languages": st.lists(st.sampled_from(["en", "de", "fr", "qaa", "ceb"]), max_size=4),
     "corpus.valid_fraction": st.floats(1e-4, 0.49),
-    "eval.methods": st.lists(st.sampled_from(config.EVAL_METHODS), min_size=1, max_size=3),
+    # (top1_langid is refused with the default synthetic corpus: tested in test_config)
+    "eval.methods": st.lists(st.sampled_from([m for m in config.EVAL_METHODS
+                                              if m != "top1_langid"]), min_size=1, max_size=3),
     "eval.temperature": st.floats(1e-4, 100),
     "out_dir": st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1,
                        max_size=20),

@@ -135,13 +135,22 @@ def read_corpus(cfg: CorpusConfig,
 
     ``cfg.source``: 'dir' reads ``cfg.path`` (one ``<code>.txt|.jsonl|.parquet`` per
     language); 'synthetic' reads ``synthetic_dir`` the same way (the caller generates
-    it); 'hf' loads one Hugging Face dataset per language in ``cfg.languages``.
+    it); 'hf' loads one Hugging Face dataset per language in ``cfg.languages``;
+    'unlabelled' sorts the documents of ``cfg.path`` (a file or a directory of files in
+    no particular language) into ``cfg.languages`` by language identification.
     ``cfg.languages`` selects and orders languages (all of them must exist); without it
     a directory's languages come in sorted order. ``cfg.max_bytes_per_language`` caps the
     UTF-8 bytes kept per language, at whole documents.
     """
     if cfg.source == "hf":
         corpus = _read_hf(cfg)
+    elif cfg.source == "unlabelled":
+        from xelm.data.langid import read_unlabelled
+
+        languages = _normalize_list(cfg.languages or [], "corpus.languages")
+        corpus, counts = read_unlabelled(cfg.path, languages, cfg.max_bytes_per_language)
+        log.info("language identification of %s: %s", cfg.path,
+                 ", ".join(f"{k} {v}" for k, v in counts.items()))
     else:
         if cfg.source == "synthetic" and synthetic_dir is None:
             raise CorpusError("corpus.source is 'synthetic' but no synthetic_dir was given: "
@@ -239,10 +248,15 @@ def _language_files(directory: Path) -> dict[str, Path]:
     return dict(sorted(files.items()))
 
 
+def _read_docs(path: Path) -> Iterator[str]:
+    """The documents of one .txt/.jsonl/.parquet file, streamed."""
+    reader = {".txt": _txt_docs, ".jsonl": _jsonl_docs, ".parquet": _parquet_docs}
+    return reader[path.suffix.lower()](path)
+
+
 def _read_file(path: Path, max_bytes: int | None) -> list[str]:
     """Documents of one corpus file, up to ``max_bytes`` UTF-8 bytes."""
-    reader = {".txt": _txt_docs, ".jsonl": _jsonl_docs, ".parquet": _parquet_docs}
-    with contextlib.closing(reader[path.suffix.lower()](path)) as docs:
+    with contextlib.closing(_read_docs(path)) as docs:
         kept, capped = _take(docs, max_bytes)
     _check_nonempty(kept, capped, str(path), max_bytes)
     return kept

@@ -91,44 +91,74 @@ def _method_scorer(cfg: Config, rd: RunDir, experts: _LazyExperts, method: str, 
     from xelm.infer.mixture import score_targets
 
     if method.endswith("_tfidf"):
-        return _tfidf_scorer(cfg, rd, experts, method, streams)
+        return _context_scorer(cfg, experts, streams, _tfidf_weigher(cfg, rd, method))
+    if method == "top1_langid":
+        return _context_scorer(cfg, experts, streams, _langid_weigher)
     return lambda lang: lambda ids, rows: score_targets(experts.get(), ids, method, lang=lang,
                                                        top_k=cfg.eval.top_k if method == "ensemble_posterior" else None)
 
 
-def _tfidf_scorer(cfg: Config, rd: RunDir, experts: _LazyExperts, method: str, streams: dict):
-    """c-BTM routing per block from the text of the block before it (no look-ahead).
-
-    The first block of a stream has no preceding context and gets uniform weights.
-    """
+def _tfidf_weigher(cfg: Config, rd: RunDir, method: str):
+    """c-BTM: softmax(-d²/T) over the TF-IDF distances of a text to the experts' centres."""
     import numpy as np
 
     from xelm.allocate.tfidf import TfidfRouter
-    from xelm.evaluate.perplexity import stream_blocks
-    from xelm.infer.mixture import score_with_router
-    from xelm.infer.routers import Fixed, tfidf_log_weights
-
     from xelm.experts.store import check_inside
+    from xelm.infer.routers import tfidf_log_weights
 
     router = TfidfRouter.load(check_inside(rd.root, read_json(rd.allocation)["router"]))
     top_k = 1 if method == "top1_tfidf" else cfg.eval.top_k
+
+    def weigh(texts: list[str], es):
+        dist = np.sqrt(np.maximum(router.distances(texts, progress=False), 0.0))
+        return tfidf_log_weights(dist, cfg.eval.temperature, top_k)
+    return weigh
+
+
+def _langid_weigher(texts: list[str], es):
+    """Top-1 by language identification: all weight on the detected language's expert,
+    uniform where no language is detected."""
+    import math
+
+    import torch
+
+    from xelm.data.langid import LanguageDetector
+
+    detected = LanguageDetector(sorted(es.language_to_expert)).detect(texts)
+    k = len(es.names)
+    log_w = torch.full((k, len(texts)), -float("inf"))
+    for j, lang in enumerate(detected):
+        if lang is None:
+            log_w[:, j] = -math.log(k)
+        else:
+            log_w[es.index(es.expert_for_language(lang)), j] = 0.0
+    return log_w
+
+
+def _context_scorer(cfg: Config, experts: _LazyExperts, streams: dict, weigh):
+    """Route each block by the text of the block before it (no look-ahead).
+
+    ``weigh(texts, expert_set)`` gives log-weights ``[k, len(texts)]``. The first block
+    of a stream has no preceding context and gets uniform weights.
+    """
+    import numpy as np
+
+    from xelm.evaluate.perplexity import stream_blocks
+    from xelm.infer.mixture import score_with_router
+    from xelm.infer.routers import Fixed
 
     def for_language(lang):
         es = experts.get()
         blocks = stream_blocks(streams[lang][0], cfg.model.context)
         texts = es.tokenizer.batch_decode([b.tolist() for b in blocks[:-1]])
-        dist = np.sqrt(np.maximum(router.distances(texts, progress=False), 0.0)) if texts else None
+        table = weigh(texts, es) if texts else None
         models = [es.models[n] for n in es.names]
 
         def score(ids, rows):
-            table = np.zeros((len(rows), len(models)))
+            log_w = np.full((len(models), len(rows)), -float(np.log(len(models))))
             for j, r in enumerate(rows):
-                if r > 0:
-                    table[j] = dist[r - 1]
-            log_w = tfidf_log_weights(table, cfg.eval.temperature, top_k)
-            first = [j for j, r in enumerate(rows) if r == 0]
-            if first:  # no context yet: uniform
-                log_w[:, first] = -float(np.log(len(models)))
+                if r > 0:  # row 0 has no context yet: uniform
+                    log_w[:, j] = table[:, r - 1].numpy()
             return score_with_router(models, ids, Fixed(log_w))
         return score
 

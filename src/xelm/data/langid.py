@@ -1,0 +1,173 @@
+"""Language identification for text that carries no language label.
+
+Two uses: ``corpus.source: unlabelled`` sorts documents of mixed, unlabelled files into
+the run's languages before anything else happens, and the ``top1_langid`` inference
+method routes a text to the expert of its detected language.
+
+The detector is ``lingua-language-detector`` (maintained, 75 languages, its n-gram models
+ship inside the wheel, so it works offline; detection runs in Rust on all cores). It is
+chosen over ``langid.py`` (unmaintained since 2016) for its accuracy on short texts.
+Languages lingua does not know (e.g. the synthetic corpus' private-use codes) are a clear
+error that points at the label-free alternatives (``top1_tfidf``, ``ensemble_posterior``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+
+from xelm.data.readers import CorpusError
+
+# Detection looks at a document's first characters only: enough for any language, and it
+# keeps very long documents from dominating the time.
+MAX_CHARS = 2000
+
+
+@functools.lru_cache(maxsize=1)
+def _lingua_codes() -> dict[str, object]:
+    """ISO 639-1 and 639-3 code -> lingua ``Language``."""
+    from lingua import Language
+
+    codes: dict[str, object] = {}
+    for lang in Language.all():
+        codes[lang.iso_code_639_1.name.lower()] = lang
+        codes[lang.iso_code_639_3.name.lower()] = lang
+    return codes
+
+
+def supported_languages() -> list[str]:
+    """The ISO 639-1 codes the detector knows, sorted."""
+    return sorted(code for code in _lingua_codes() if len(code) == 2)
+
+
+def _primary(code: str) -> str:
+    """'zh-Hant' -> 'zh': lingua tells languages apart, not scripts or regions."""
+    return code.split("-")[0].lower()
+
+
+class LanguageDetector:
+    """Detects which of ``languages`` (normalised codes, e.g. from ``corpus.languages``)
+    a text is in.
+
+    ``closed=True`` (routing) always answers one of ``languages`` when the text has any
+    letters; ``closed=False`` (sorting a corpus) considers every language lingua knows,
+    so a document in some other language is reported as such (:meth:`detect` returns
+    ``None`` for it) instead of being forced into the closest listed one.
+    """
+
+    def __init__(self, languages: Sequence[str], *, closed: bool = True):
+        from lingua import LanguageDetectorBuilder
+
+        if not languages:
+            raise CorpusError("language identification needs at least one language")
+        known = _lingua_codes()
+        missing = [code for code in languages if _primary(code) not in known]
+        if missing:
+            raise CorpusError(
+                f"the language identifier (lingua) does not know {', '.join(missing)}; it "
+                f"covers {', '.join(supported_languages())}. Label the documents (one "
+                "<code>.txt per language) or, for inference, use a method that needs no "
+                "language label: top1_tfidf, ensemble_tfidf or ensemble_posterior")
+        self.languages = list(languages)
+        self._code = {}
+        for code in self.languages:
+            lang = known[_primary(code)]
+            if lang in self._code:
+                raise CorpusError(f"languages {self._code[lang]!r} and {code!r} are the same "
+                                  "language to the identifier; keep one")
+            self._code[lang] = code
+        builder = (LanguageDetectorBuilder.from_languages(*self._code) if closed
+                   else LanguageDetectorBuilder.from_all_languages())
+        self._detector = builder.build()
+
+    def detect(self, texts: Sequence[str]) -> list[str | None]:
+        """The detected code of each text (one of ``languages``); ``None`` where the text
+        has no detectable language, or (``closed=False``) is in a language not listed."""
+        return [self._code.get(lang) for lang in self._raw(texts)]
+
+    def _raw(self, texts: Sequence[str]) -> list:
+        """lingua's answer per text: a ``Language`` (maybe one not listed) or None."""
+        return self._detector.detect_languages_in_parallel_of([t[:MAX_CHARS] for t in texts])
+
+    def detect_one(self, text: str) -> str | None:
+        return self.detect([text])[0]
+
+
+# ------------------------------------------------------------------ unlabelled corpora
+
+BATCH = 1000
+
+
+def read_unlabelled(path: str | Path, languages: Sequence[str],
+                    max_bytes: int | None = None) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Sort the documents of ``path`` (a .txt/.jsonl/.parquet file, or a directory of them,
+    file names carrying no meaning) into ``languages`` by detected language.
+
+    Returns ``({language: documents}, counts)``: counts has every language's documents kept
+    plus ``"other"`` (identified as a language not listed) and ``"undetected"`` (no
+    letters, or too ambiguous to call), which are dropped. A language stops taking documents at ``max_bytes``
+    UTF-8 bytes; reading stops once every language is full. A listed language that gets
+    no document is an error naming what was detected instead.
+    """
+    from tqdm.auto import tqdm
+
+    from xelm.data.readers import CORPUS_SUFFIXES, _read_docs
+
+    root = Path(path)
+    if root.is_dir():
+        files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")
+                       and p.suffix.lower() in CORPUS_SUFFIXES)
+    elif root.is_file():
+        files = [root]
+    else:
+        raise CorpusError(f"corpus.path {root} does not exist: give a .txt/.jsonl/.parquet "
+                          "file of unlabelled documents, or a directory of them")
+    if not files:
+        raise CorpusError(f"{root} holds no .txt, .jsonl or .parquet file of documents")
+    detector = LanguageDetector(languages, closed=False)
+    out: dict[str, list[str]] = {lang: [] for lang in languages}
+    size = dict.fromkeys(languages, 0)
+    counts = {**dict.fromkeys(languages, 0), "other": 0, "undetected": 0}
+
+    def full() -> bool:
+        return max_bytes is not None and all(s >= max_bytes for s in size.values())
+
+    def sort(batch: list[str]) -> None:
+        for doc, found in zip(batch, detector._raw(batch)):
+            lang = detector._code.get(found)
+            if lang is None:
+                counts["undetected" if found is None else "other"] += 1
+                continue
+            nbytes = len(doc.encode("utf-8"))
+            if max_bytes is not None and size[lang] + nbytes > max_bytes:
+                continue
+            out[lang].append(doc)
+            size[lang] += nbytes
+            counts[lang] += 1
+
+    with tqdm(desc="language identification", unit="doc") as bar:
+        for file in files:
+            batch: list[str] = []
+            for doc in _read_docs(file):
+                batch.append(doc)
+                if len(batch) == BATCH:
+                    sort(batch)
+                    bar.update(len(batch))
+                    batch = []
+                    if full():
+                        break
+            sort(batch)
+            bar.update(len(batch))
+            if full():
+                break
+    empty = [lang for lang, docs in out.items() if not docs]
+    if empty:
+        raise CorpusError(f"no document of {root} was identified as {', '.join(empty)} "
+                          f"(identified: {_describe(counts)}); check corpus.languages, or "
+                          "add text in those languages")
+    return out, counts
+
+
+def _describe(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "nothing"
