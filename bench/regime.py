@@ -1,0 +1,180 @@
+"""Regime map: where x-ELM starts to beat the dense model, as training tokens per parameter grow.
+
+For each model size and training budget, ``configs/bench-real16.yaml`` is run with 8
+typology experts (top-1 routing) and the dense baseline at the same budget. All points
+share the prepared data; the points of one size share its seed model, so a point costs
+only its dense model and experts. The headline point (d64, 12M tokens) is read from
+``bench/quality.py``'s run when that exists. Every point is a resumable run directory:
+rerun the same command after an interruption.
+
+    python bench/regime.py --corpus ../shared/corpus          # 2 sizes x 4 budgets
+
+Writes ``bench/results/regime.json`` (per point: parameters, tokens per parameter, wins
+out of 16, mean/min/max relative perplexity reduction, per-language gains) and
+``bench/results/regime.png``, and prints the crossover: the tokens per parameter at which
+the mean gain of x-ELM-8 over dense turns positive (log-linear interpolation between the
+two budgets around it) and the smallest measured budget where it wins on every language.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+SIZES = {  # name -> model overrides (vocabulary 4096 as in the headline config)
+    "d64": ["model.hidden_size=64", "model.layers=2", "model.heads=4",
+            "model.intermediate_size=256"],
+    "d32": ["model.hidden_size=32", "model.layers=2", "model.heads=4",
+            "model.intermediate_size=128"],
+}
+COMMON = ["allocate.method=typology", "allocate.experts=8", "eval.methods=[top1]"]
+HEADLINE = ROOT / "runs" / "bench-quality" / "typology8"  # d64, 12M, from bench/quality.py
+
+
+def parameters(seed_dir: Path) -> int:
+    """Parameters of the seed model (recorded by its training job)."""
+    return int(json.loads((seed_dir / "train_state.json").read_text())["parameters"])
+
+
+def run_point(out: Path, size: str, tokens: int, corpus: str) -> Path:
+    from xelm.cli import main
+
+    if size == "d64" and tokens == 12_000_000 and (HEADLINE / "results.json").is_file():
+        return HEADLINE
+    run = out / f"{size}-{tokens // 1000}k"
+    if not (run / "config.yaml").exists():  # share data (any point) and seed (same size)
+        donors = sorted(p for p in out.glob("*/") if p != run)
+        if HEADLINE.is_dir():
+            donors.append(HEADLINE)
+        for donor in donors:
+            if (donor / "data" / "prepare.json").exists() and not (run / "data").exists():
+                shutil.copytree(donor / "data", run / "data")
+            same_size = donor.name.startswith(size + "-") or (donor == HEADLINE and size == "d64")
+            if same_size and (donor / "seed" / "train_state.json").exists() \
+                    and not (run / "seed").exists():
+                shutil.copytree(donor / "seed", run / "seed")
+    args = ["run", str(ROOT / "configs" / "bench-real16.yaml"), "--out", str(run),
+            "--set", f"corpus.path={corpus}", "--set", f"train.tokens={tokens}"]
+    for item in [*SIZES[size], *COMMON]:
+        args += ["--set", item]
+    if main(args) != 0:
+        raise SystemExit(f"point {size}/{tokens} failed; see {run / 'xelm.log'}")
+    return run
+
+
+def summarise(run: Path) -> dict:
+    from xelm.report.markdown import gains, summary
+
+    results = json.loads((run / "results.json").read_text())
+    params = parameters(run / "seed")
+    budget = results["budget"]
+    return {"run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
+            "parameters": params, "train_tokens": budget["dense_tokens"],
+            "seed_tokens": budget["seed_tokens"],
+            "tokens_per_parameter": budget["dense_tokens"] / params,
+            "summary": summary(results, "xelm_top1"), "gain_per_language": gains(results),
+            "perplexity": {k: results["perplexity"][k] for k in ("dense", "xelm_top1")}}
+
+
+def crossover(points: list[dict]) -> dict:
+    """Where the mean gain turns positive (log-linear interpolation) and 16/16 first holds."""
+    pts = sorted(points, key=lambda p: p["tokens_per_parameter"])
+    out = {"mean_gain_positive_at": None, "all_languages_from": None}
+    for a, b in zip(pts, pts[1:]):
+        ga, gb = a["summary"]["mean_ppl_reduction"], b["summary"]["mean_ppl_reduction"]
+        if ga <= 0 < gb:
+            xa, xb = math.log(a["tokens_per_parameter"]), math.log(b["tokens_per_parameter"])
+            out["mean_gain_positive_at"] = round(math.exp(xa + (xb - xa) * (-ga) / (gb - ga)), 2)
+            break
+    if out["mean_gain_positive_at"] is None and pts and pts[0]["summary"]["mean_ppl_reduction"] > 0:
+        out["mean_gain_positive_at"] = f"< {pts[0]['tokens_per_parameter']:.2f} (positive at every budget)"
+    for p in pts:
+        if p["summary"]["wins"] == p["summary"]["languages"]:
+            out["all_languages_from"] = round(p["tokens_per_parameter"], 2)
+            break
+    return out
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for size, points in report.items():
+        pts = sorted(points, key=lambda p: p["tokens_per_parameter"])
+        xs = [p["tokens_per_parameter"] for p in pts]
+        line = ax.plot(xs, [100 * p["summary"]["mean_ppl_reduction"] for p in pts], "o-",
+                       label=f"{size} ({pts[0]['parameters'] / 1e6:.2f}M params): mean")[0]
+        for p in pts:
+            ys = [100 * g for g in p["gain_per_language"].values()]
+            ax.scatter([p["tokens_per_parameter"]] * len(ys), ys, s=8, alpha=0.35,
+                       color=line.get_color())
+            ax.annotate(f"{p['summary']['wins']}/{p['summary']['languages']}",
+                        (p["tokens_per_parameter"], 100 * p["summary"]["mean_ppl_reduction"]),
+                        textcoords="offset points", xytext=(4, 6), fontsize=8)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens per parameter (dense model; the same total for x-ELM-8)")
+    ax.set_ylabel("perplexity reduction of x-ELM-8 (top-1) vs dense, %")
+    ax.set_title("Where x-ELM beats dense (16 languages; dots: languages, labels: wins)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
+    parser.add_argument("--out", default=str(ROOT / "runs" / "bench-regime"))
+    parser.add_argument("--sizes", default="d64,d32", help=f"from {', '.join(SIZES)}")
+    parser.add_argument("--budgets", default="1500000,3000000,6000000,12000000",
+                        help="training tokens of the dense model (= the expert set's total)")
+    args = parser.parse_args()
+    out = Path(args.out)
+    budgets = [int(float(b)) for b in args.budgets.split(",")]
+    path = ROOT / "bench" / "results" / "regime.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    report: dict[str, list[dict]] = previous.get("sizes", {})
+    start = time.time()
+    for size in args.sizes.split(","):
+        if size not in SIZES:
+            raise SystemExit(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
+        points = {p["train_tokens"]: p for p in report.get(size, [])}
+        for tokens in budgets:
+            point = summarise(run_point(out, size, tokens, args.corpus))
+            points[point["train_tokens"]] = point
+            report[size] = sorted(points.values(), key=lambda p: p["train_tokens"])
+            s = point["summary"]
+            print(f"{size} {tokens / 1e6:g}M ({point['tokens_per_parameter']:.1f} tok/param): "
+                  f"top1 wins {s['wins']}/{s['languages']}, mean ppl "
+                  f"{-100 * s['mean_ppl_reduction']:+.1f}%", flush=True)
+    result = {"command": "python bench/regime.py " + " ".join(sys.argv[1:]),
+              "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.machine(),
+              "cpus": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
+              "wall_seconds_by_command": {**previous.get("wall_seconds_by_command", {}),
+                                          " ".join(sys.argv[1:]): round(time.time() - start, 1)},
+              "crossover": {size: crossover(points) for size, points in report.items()},
+              "sizes": report}
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    plot(report, ROOT / "bench" / "results" / "regime.png")
+    for size, c in result["crossover"].items():
+        print(f"{size}: mean gain positive from {c['mean_gain_positive_at']} tokens/param; "
+              f"16/16 from {c['all_languages_from']}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
