@@ -88,3 +88,13 @@ def test_top1_langid_routes_each_block_to_its_language_expert(tmp_path, corpus_d
         assert (log_w.argmax(0) == es.index(es.expert_for_language(lang))).all()
         assert (log_w.max(0).values == 0).all()  # all weight on one expert
         assert results["perplexity"]["xelm_top1_langid"][lang] > 1
+    # the Python API: the detected language's expert scores exactly as top1 with the label
+    import torch
+
+    from xelm.infer.mixture import score_targets
+
+    text = (out / "data" / "text" / "de.test.txt").read_text(encoding="utf-8").splitlines()[0]
+    ids = es.tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        assert torch.equal(score_targets(es, ids, "top1_langid", text=text),
+                           score_targets(es, ids, "top1", lang="de"))

@@ -166,6 +166,7 @@ class _Request:
     expert: str | int | None
     top_k: int | None
     prior: Any
+    text: str | None = None
 
 
 def _prior_vector(req: _Request) -> list[float] | None:
@@ -203,6 +204,20 @@ def _top1(req: _Request) -> tuple[Router, str]:
     return TopOne(index), "mixture"
 
 
+def _top1_langid(req: _Request) -> tuple[Router, str]:
+    """The expert of the language a language identifier detects in ``text``."""
+    from xelm.data.langid import LanguageDetector
+
+    if req.expert_set is None or req.text is None:
+        raise ValueError("method 'top1_langid' needs an ExpertSet and text= (the context "
+                         "whose language picks the expert)")
+    lang = LanguageDetector(sorted(req.expert_set.language_to_expert)).detect_one(req.text)
+    if lang is None:
+        raise ValueError(f"no language detected in {req.text[:60]!r}; give lang= with "
+                         "method 'top1', or use ensemble_posterior")
+    return TopOne(_index(req, req.expert_set.expert_for_language(lang))), "mixture"
+
+
 def _static(req: _Request) -> Router:
     prior = _prior_vector(req)
     if prior is None:
@@ -215,6 +230,7 @@ def _static(req: _Request) -> Router:
 
 METHODS: dict[str, Callable[[_Request], tuple[Router, str]]] = {
     "top1": _top1,
+    "top1_langid": _top1_langid,
     "ensemble": lambda req: (_static(req), "mixture"),
     "ensemble_posterior": lambda req: (Posterior(_prior_vector(req), req.top_k), "mixture"),
     "product_of_experts": lambda req: (_static(req), "product"),
@@ -234,13 +250,16 @@ def _as_models(expert_set_or_models) -> tuple[list[str], list[Any], Any]:
 
 def score_targets(expert_set_or_models, input_ids: Tensor, method: str, *,
                   lang: str | None = None, top_k: int | None = None, prior=None,
-                  attention_mask: Tensor | None = None, expert: str | int | None = None) -> Tensor:
+                  attention_mask: Tensor | None = None, expert: str | int | None = None,
+                  text: str | None = None) -> Tensor:
     """``[B, T]`` log-prob of each target token under a named inference ``method``.
 
     ``expert_set_or_models``: an :class:`~xelm.experts.manifest.ExpertSet`, a dict
     ``{name: model}``, a list of models or one model. Methods:
 
     * ``top1`` -- only the expert of ``lang`` (or ``expert=`` name/index) runs.
+    * ``top1_langid`` -- only the expert of the language detected in ``text`` runs
+      (lingua; languages it knows only).
     * ``ensemble`` -- mixture with static weights: uniform, or ``prior``; ``top_k``
       keeps the ``top_k`` largest prior weights (experts at weight 0 are not run).
     * ``ensemble_posterior`` -- mixture weighted by BTM's posterior given the prefix.
@@ -250,17 +269,18 @@ def score_targets(expert_set_or_models, input_ids: Tensor, method: str, *,
     (the ExpertSet's cached prior) or None (uniform).
     """
     models, router, combine = resolve_method(expert_set_or_models, method, lang=lang,
-                                             expert=expert, top_k=top_k, prior=prior)
+                                             expert=expert, top_k=top_k, prior=prior, text=text)
     return score_with_router(models, input_ids, router, combine=combine,
                              attention_mask=attention_mask)
 
 
 def resolve_method(expert_set_or_models, method: str, *, lang: str | None = None,
-                   expert: str | int | None = None, top_k: int | None = None, prior=None
-                   ) -> tuple[list[Any], Router, str]:
+                   expert: str | int | None = None, top_k: int | None = None, prior=None,
+                   text: str | None = None) -> tuple[list[Any], Router, str]:
     """``(models, router, combine)`` for a named method (see :func:`score_targets`)."""
     if method not in METHODS:
         raise ValueError(f"unknown inference method {method!r}; choose from {sorted(METHODS)}")
     names, models, expert_set = _as_models(expert_set_or_models)
-    router, combine = METHODS[method](_Request(names, expert_set, lang, expert, top_k, prior))
+    router, combine = METHODS[method](_Request(names, expert_set, lang, expert, top_k, prior,
+                                               text))
     return models, router, combine
