@@ -141,11 +141,12 @@ def cmd_adapt(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    """Continue a prompt with a run's expert set (greedy, or --sample with a seed)."""
+    """Continue a prompt with a run's expert set (greedy, or --sample with --temperature,
+    --top-p and a --seed; the same seed gives the same text)."""
     from xelm.infer.commands import generate_text
 
     print(generate_text(args.run, args.prompt, args.method, args.lang, args.max_new_tokens,
-                        args.sample, args.temperature, args.seed))
+                        args.sample, args.temperature, args.seed, top_p=args.top_p))
     return 0
 
 
@@ -211,8 +212,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", help="language code (routes top1 to that language's expert)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=1.0, help="with --sample (default 1.0)")
+    p.add_argument("--top-p", type=float, default=1.0, metavar="P",
+                   help="with --sample: draw only from the likeliest tokens whose probabilities "
+                        "add up to P (nucleus sampling; default 1.0 = all tokens)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.set_defaults(func=cmd_generate)
     p = sub.add_parser("merge", help=cmd_merge.__doc__, description=cmd_merge.__doc__)
     p.add_argument("run", help="run directory")
