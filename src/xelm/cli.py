@@ -208,7 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("--prompt", required=True)
     p.add_argument("--method", default="ensemble_posterior",
-                   help="top1 | ensemble | ensemble_posterior | product_of_experts")
+                   help="top1 | top1_langid (the prompt's detected language) | ensemble | ensemble_posterior | product_of_experts")
     p.add_argument("--lang", help="language code (routes top1 to that language's expert)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")

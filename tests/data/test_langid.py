@@ -98,3 +98,8 @@ def test_top1_langid_routes_each_block_to_its_language_expert(tmp_path, corpus_d
     with torch.inference_mode():
         assert torch.equal(score_targets(es, ids, "top1_langid", text=text),
                            score_targets(es, ids, "top1", lang="de"))
+    # and generation: the detected language's expert continues the prompt
+    from xelm.infer.generation import generate
+
+    assert torch.equal(generate(es, ids, "top1_langid", text=text, max_new_tokens=6),
+                       generate(es, ids, "top1", lang="de", max_new_tokens=6))

@@ -312,7 +312,9 @@ class XelmLM(TemplateLM):
                 chunk = members[start:start + self.batch_size]
                 prompt = torch.tensor([ids for _, ids in chunk], dtype=torch.long,
                                       device=self.device)
-                tokens = generate(self.expert_set, prompt, self.method, **self.route,
+                route = {k: v for k, v in self.route.items() if k != "top_k"}
+                tokens = generate(self.expert_set, prompt, self.method, **route,
+                                  experts_top_k=self.route.get("top_k"),
                                   max_new_tokens=opts["max_new_tokens"],
                                   do_sample=opts["do_sample"], temperature=opts["temperature"],
                                   eos_token_id=self.tokenizer.eos_token_id)

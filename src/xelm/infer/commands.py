@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-GENERATE_METHODS = ("top1", "ensemble", "ensemble_posterior", "product_of_experts")
+GENERATE_METHODS = ("top1", "top1_langid", "ensemble", "ensemble_posterior", "product_of_experts")
 
 
 def generate_text(run: str, prompt: str, method: str = "ensemble_posterior",
@@ -38,7 +38,7 @@ def generate_text(run: str, prompt: str, method: str = "ensemble_posterior",
     ids = experts.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
     if ids.shape[1] == 0:
         ids = torch.tensor([[experts.tokenizer.eos_token_id]])
-    out = generate(experts, ids, method, lang=lang, max_new_tokens=max_new_tokens, seed=seed,
+    out = generate(experts, ids, method, lang=lang, text=prompt, max_new_tokens=max_new_tokens, seed=seed,
                    eos_token_id=experts.tokenizer.eos_token_id, **options)
     return experts.tokenizer.decode(out[0], skip_special_tokens=True)
 

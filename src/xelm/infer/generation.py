@@ -312,12 +312,12 @@ class ExpertEnsembleForCausalLM(PreTrainedModel, GenerationMixin):
 def generate(expert_set_or_models, input_ids: Tensor, method: str = "ensemble", *,
              lang: str | None = None, expert: str | int | None = None, prior=None,
              experts_top_k: int | None = None, seed: int | None = None,
-             **generate_kwargs) -> Tensor:
+             text: str | None = None, **generate_kwargs) -> Tensor:
     """Continue ``input_ids`` ``[B, L]`` with HF ``generate()``; returns ``[B, L + n]``.
 
     ``method``/``lang``/``expert``/``prior`` mean what they mean in
     :func:`~xelm.infer.mixture.score_targets`; ``experts_top_k`` is its ``top_k`` (keep
-    that many experts). Every other keyword goes to HF ``generate()`` unchanged
+    that many experts); ``text`` is the prompt's text for ``top1_langid``. Every other keyword goes to HF ``generate()`` unchanged
     (``do_sample``, ``temperature``, ``top_k`` -- HF's, over tokens -- ``top_p``,
     ``eos_token_id``, ...), with these defaults: ``max_new_tokens=32``, greedy
     (``do_sample=False``), an all-ones ``attention_mask`` (pass one for left-padded
@@ -330,7 +330,8 @@ def generate(expert_set_or_models, input_ids: Tensor, method: str = "ensemble", 
     if eos is not None and "pad_token_id" not in options:
         options["pad_token_id"] = eos[0] if isinstance(eos, (list, tuple)) else eos
     models, router, combine = resolve_method(expert_set_or_models, method, lang=lang,
-                                             expert=expert, top_k=experts_top_k, prior=prior)
+                                             expert=expert, top_k=experts_top_k, prior=prior,
+                                             text=text)
     if isinstance(router, TopOne):
         run = models[router.expert].generate
     else:
