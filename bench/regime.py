@@ -161,6 +161,11 @@ def main() -> None:
             print(f"{size} {tokens / 1e6:g}M ({point['tokens_per_parameter']:.1f} tok/param): "
                   f"top1 wins {s['wins']}/{s['languages']}, mean ppl "
                   f"{-100 * s['mean_ppl_reduction']:+.1f}%", flush=True)
+    # another invocation (other sizes) may have written meanwhile: keep its sizes
+    latest = json.loads(path.read_text()) if path.exists() else {}
+    report = {**latest.get("sizes", {}), **report}
+    previous["wall_seconds_by_command"] = {**latest.get("wall_seconds_by_command", {}),
+                                           **previous.get("wall_seconds_by_command", {})}
     result = {"command": "python bench/regime.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.machine(),
               "cpus": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
