@@ -1,19 +1,24 @@
 """Regime map: where x-ELM starts to beat the dense model, as training tokens per parameter grow.
 
-For each model size and training budget, ``configs/bench-real16.yaml`` is run with 8
-typology experts (top-1 routing) and the dense baseline at the same budget. All points
-share the prepared data; the points of one size share its seed model, so a point costs
-only its dense model and experts. The headline point (d64, 12M tokens) is read from
-``bench/quality.py``'s run when that exists. Every point is a resumable run directory:
-rerun the same command after an interruption.
+A series is a model size and a seed budget; its points are training budgets. For each,
+``configs/bench-real16.yaml`` is run with 8 typology experts (top-1 routing) and the dense
+baseline at the same budget. All points share the prepared data; the points of a series
+share its seed model, so a point costs only its dense model and experts. The x axis is
+the dense model's total training tokens (seed + x-BTM phase) per parameter: how saturated
+the model of that size is. Two points are reused when their runs exist: the headline
+(d64, seed 6M, 12M) from ``bench/quality.py`` and its ``--quick`` run (d64, seed 1.5M, 3M;
+re-evaluated here on as many test tokens as every other point). Every point is a
+resumable run directory: rerun the same command after an interruption.
 
-    python bench/regime.py --corpus ../shared/corpus          # 2 sizes x 4 budgets
+    python bench/regime.py --sizes d64 --seed-tokens 1500000 --budgets 750000,1500000,3000000,6000000
+    python bench/regime.py --sizes d32 --seed-tokens 750000 --budgets 375000,750000,1500000,3000000
 
 Writes ``bench/results/regime.json`` (per point: parameters, tokens per parameter, wins
 out of 16, mean/min/max relative perplexity reduction, per-language gains) and
-``bench/results/regime.png``, and prints the crossover: the tokens per parameter at which
-the mean gain of x-ELM-8 over dense turns positive (log-linear interpolation between the
-two budgets around it) and the smallest measured budget where it wins on every language.
+``bench/results/regime.png``, and prints per series the crossover: the total tokens per
+parameter at which the mean gain of x-ELM-8 over dense turns positive (log-linear
+interpolation between the two points around it) and the smallest measured point where it
+wins on every language.
 """
 
 from __future__ import annotations
@@ -38,7 +43,13 @@ SIZES = {  # name -> model overrides (vocabulary 4096 as in the headline config)
             "model.intermediate_size=128"],
 }
 COMMON = ["allocate.method=typology", "allocate.experts=8", "eval.methods=[top1]"]
-HEADLINE = ROOT / "runs" / "bench-quality" / "typology8"  # d64, 12M, from bench/quality.py
+HEADLINE = ROOT / "runs" / "bench-quality" / "typology8"        # d64, seed 6M, 12M
+QUICK = ROOT / "runs" / "bench-quality-quick" / "typology8"     # d64, seed 1.5M, 3M
+STAGES = ("data", "seed", "router", "allocation.json", "dense", "experts", "xelm.json")
+
+
+def series_name(size: str, seed_tokens: int) -> str:
+    return f"{size}-seed{seed_tokens / 1e6:g}M"
 
 
 def parameters(seed_dir: Path) -> int:
@@ -46,29 +57,41 @@ def parameters(seed_dir: Path) -> int:
     return int(json.loads((seed_dir / "train_state.json").read_text())["parameters"])
 
 
-def run_point(out: Path, size: str, tokens: int, corpus: str) -> Path:
+def run_point(out: Path, size: str, seed_tokens: int, tokens: int, corpus: str) -> Path:
     from xelm.cli import main
 
-    if size == "d64" and tokens == 12_000_000 and (HEADLINE / "results.json").is_file():
+    series = series_name(size, seed_tokens)
+    if (series, tokens) == ("d64-seed6M", 12_000_000) and (HEADLINE / "results.json").is_file():
         return HEADLINE
-    run = out / f"{size}-{tokens // 1000}k"
-    if not (run / "config.yaml").exists():  # share data (any point) and seed (same size)
+    run = out / f"{series}-{tokens // 1000}k"
+    if not (run / "config.yaml").exists():
+        if (series, tokens) == ("d64-seed1.5M", 3_000_000) and (QUICK / "xelm.json").is_file():
+            for part in STAGES:  # trained already; only the evaluation is redone
+                src = QUICK / part
+                if src.is_dir():
+                    shutil.copytree(src, run / part)
+                elif src.is_file():
+                    run.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, run / part)
         donors = sorted(p for p in out.glob("*/") if p != run)
-        if HEADLINE.is_dir():
-            donors.append(HEADLINE)
-        for donor in donors:
+        donors += [d for d in (HEADLINE, QUICK) if d.is_dir()]
+        for donor in donors:  # share data (any point) and the seed (same series)
             if (donor / "data" / "prepare.json").exists() and not (run / "data").exists():
                 shutil.copytree(donor / "data", run / "data")
-            same_size = donor.name.startswith(size + "-") or (donor == HEADLINE and size == "d64")
-            if same_size and (donor / "seed" / "train_state.json").exists() \
-                    and not (run / "seed").exists():
-                shutil.copytree(donor / "seed", run / "seed")
+            state = donor / "seed" / "train_state.json"
+            same_size = donor.name.startswith(size + "-") or (donor in (HEADLINE, QUICK)
+                                                                and size == "d64")
+            if same_size and state.exists() and not (run / "seed").exists():
+                info = json.loads(state.read_text())
+                if info.get("done") and info.get("budget_tokens") == seed_tokens:
+                    shutil.copytree(donor / "seed", run / "seed")
     args = ["run", str(ROOT / "configs" / "bench-real16.yaml"), "--out", str(run),
-            "--set", f"corpus.path={corpus}", "--set", f"train.tokens={tokens}"]
+            "--set", f"corpus.path={corpus}", "--set", f"train.tokens={tokens}",
+            "--set", f"seed.tokens={seed_tokens}"]
     for item in [*SIZES[size], *COMMON]:
         args += ["--set", item]
     if main(args) != 0:
-        raise SystemExit(f"point {size}/{tokens} failed; see {run / 'xelm.log'}")
+        raise SystemExit(f"point {series}/{tokens} failed; see {run / 'xelm.log'}")
     return run
 
 
@@ -81,7 +104,8 @@ def summarise(run: Path) -> dict:
     return {"run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
             "parameters": params, "train_tokens": budget["dense_tokens"],
             "seed_tokens": budget["seed_tokens"],
-            "tokens_per_parameter": budget["dense_tokens"] / params,
+            "train_tokens_per_parameter": budget["dense_tokens"] / params,
+            "tokens_per_parameter": (budget["dense_tokens"] + budget["seed_tokens"]) / params,
             "summary": summary(results, "xelm_top1"), "gain_per_language": gains(results),
             "perplexity": {k: results["perplexity"][k] for k in ("dense", "xelm_top1")}}
 
@@ -117,6 +141,7 @@ def plot(report: dict, path: Path) -> None:
         xs = [p["tokens_per_parameter"] for p in pts]
         line = ax.plot(xs, [100 * p["summary"]["mean_ppl_reduction"] for p in pts], "o-",
                        label=f"{size} ({pts[0]['parameters'] / 1e6:.2f}M params): mean")[0]
+        # (``size`` is a series: model size and seed budget)
         for p in pts:
             ys = [100 * g for g in p["gain_per_language"].values()]
             ax.scatter([p["tokens_per_parameter"]] * len(ys), ys, s=8, alpha=0.35,
@@ -126,7 +151,7 @@ def plot(report: dict, path: Path) -> None:
                         textcoords="offset points", xytext=(4, 6), fontsize=8)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xscale("log")
-    ax.set_xlabel("training tokens per parameter (dense model; the same total for x-ELM-8)")
+    ax.set_xlabel("total training tokens per parameter (seed + dense; x-ELM-8: the same)")
     ax.set_ylabel("perplexity reduction of x-ELM-8 (top-1) vs dense, %")
     ax.set_title("Where x-ELM beats dense (16 languages; dots: languages, labels: wins)")
     ax.legend(fontsize=8)
@@ -140,6 +165,8 @@ def main() -> None:
     parser.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-regime"))
     parser.add_argument("--sizes", default="d64,d32", help=f"from {', '.join(SIZES)}")
+    parser.add_argument("--seed-tokens", type=int, default=6_000_000,
+                        help="seed budget of the series (all its points branch from one seed)")
     parser.add_argument("--budgets", default="1500000,3000000,6000000,12000000",
                         help="training tokens of the dense model (= the expert set's total)")
     args = parser.parse_args()
@@ -152,13 +179,14 @@ def main() -> None:
     for size in args.sizes.split(","):
         if size not in SIZES:
             raise SystemExit(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
-        points = {p["train_tokens"]: p for p in report.get(size, [])}
+        series = series_name(size, args.seed_tokens)
+        points = {p["train_tokens"]: p for p in report.get(series, [])}
         for tokens in budgets:
-            point = summarise(run_point(out, size, tokens, args.corpus))
+            point = summarise(run_point(out, size, args.seed_tokens, tokens, args.corpus))
             points[point["train_tokens"]] = point
-            report[size] = sorted(points.values(), key=lambda p: p["train_tokens"])
+            report[series] = sorted(points.values(), key=lambda p: p["train_tokens"])
             s = point["summary"]
-            print(f"{size} {tokens / 1e6:g}M ({point['tokens_per_parameter']:.1f} tok/param): "
+            print(f"{series} {tokens / 1e6:g}M ({point['tokens_per_parameter']:.1f} tok/param): "
                   f"top1 wins {s['wins']}/{s['languages']}, mean ppl "
                   f"{-100 * s['mean_ppl_reduction']:+.1f}%", flush=True)
     # another invocation (other sizes) may have written meanwhile: keep its sizes
