@@ -74,16 +74,17 @@ def regime(path: Path) -> None:
     data = json.loads(path.read_text())
     print(f"\n<!-- {data['command']} ; {data['date']} ; wall s by command: "
           f"{data['wall_seconds_by_command']} -->\n")
-    print("| size | parameters | dense training tokens | tokens per parameter | x-ELM-8 top-1 "
-          "wins | mean ppl vs dense | worst language |")
-    print("|---|---|---|---|---|---|---|")
+    print("| series | parameters | seed tokens per parameter | dense training tokens | total "
+          "tokens per parameter | x-ELM-8 top-1 wins | mean ppl vs dense | worst language |")
+    print("|---|---|---|---|---|---|---|---|")
     for size, points in data["sizes"].items():
         for p in points:
             s = p["summary"]
-            print(f"| {size} | {p['parameters'] / 1e6:.2f}M | {p['train_tokens'] / 1e6:.2f}M | "
+            print(f"| {size} | {p['parameters'] / 1e6:.2f}M | "
+                  f"{p['seed_tokens'] / p['parameters']:.1f} | {p['train_tokens'] / 1e6:.2f}M | "
                   f"{p['tokens_per_parameter']:.1f} | {s['wins']}/{s['languages']} | "
                   f"{pct(s['mean_ppl_reduction'])} | {pct(s['min_ppl_reduction'])} |")
-    print("\n| size | mean gain turns positive at (tokens/parameter) | 16/16 from |")
+    print("\n| series | mean gain turns positive at (total tokens/parameter) | 16/16 from |")
     print("|---|---|---|")
     for size, c in data["crossover"].items():
         print(f"| {size} | {c['mean_gain_positive_at']} | {c['all_languages_from']} |")
