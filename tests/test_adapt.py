@@ -191,3 +191,26 @@ def test_perplexity_selection_and_an_explicit_budget(adapted, tmp_path):
     assert res["budget"]["expert_tokens"] == {res["experts"]["qad"]: 2048}  # 8 steps of 256
     assert res["budget"]["dense_lapt_tokens"] == 2048
     assert res["old_experts_unchanged"]
+
+
+@slow
+def test_lapt_baselines_give_every_new_language_the_experts_budget(adapted):
+    """Dense and seed LAPT sample the new languages uniformly (not by data share), so each
+    language gets in expectation the tokens its new expert trains on."""
+    from xelm.adapt import _jobs, load_run, read_record
+    from xelm.experts.manifest import read_manifest
+
+    out, _ = adapted
+    rd = RunDir(out)
+    manifest = read_manifest(out)
+    parent = manifest["experts"][0]["name"]
+    langs = ["qad", "qae", "qaf"]
+    call = {"languages": langs, "tokens": 4096,
+            "experts": {lang: f"{parent}+{lang}" for lang in langs},
+            "parents": {lang: {"parent": parent} for lang in langs}}
+    jobs = _jobs(load_run(rd), rd, read_record(rd), "+".join(langs), call, manifest)
+    baselines = [j for j in jobs if j.name.split(".")[0] in ("dense-lapt", "seed-lapt")]
+    assert len(baselines) == 2
+    for job in baselines:
+        assert job.weights == pytest.approx([1 / 3] * 3)
+        assert job.tokens == 3 * 4096

@@ -309,7 +309,7 @@ def lapt_budget(cfg: Config, manifest: dict, tokens: int | None) -> int:
 
 def _jobs(cfg: Config, rd: RunDir, record: dict, key: str, call: dict, manifest: dict) -> list:
     from xelm.data.packing import shard_path
-    from xelm.stages import _job, language_weights
+    from xelm.stages import _job
 
     folders = {e["name"]: rd.root / e["path"] for e in manifest["experts"]}
     langs, tokens = call["languages"], call["tokens"]
@@ -320,8 +320,10 @@ def _jobs(cfg: Config, rd: RunDir, record: dict, key: str, call: dict, manifest:
         name, parent = call["experts"][lang], call["parents"][lang]["parent"]
         jobs.append(_job(cfg, rd, name, rd.experts / name, [lang], tokens, cfg.train,
                          folders[parent], seed_of(name), shard=shards[lang]))
-    counts = {lang: record["languages"][lang]["stats"]["train"]["tokens"] for lang in langs}
-    weights = language_weights(counts, cfg.train.alpha)
+    # The baselines sample the new languages uniformly, so each language gets the same
+    # expected tokens as its new expert: sampling by data share (train.alpha) would give a
+    # high-fertility language (e.g. Thai, ~1 token per byte) twice an expert's budget.
+    weights = {lang: 1 / len(langs) for lang in langs}
     dtype = read_json(rd.data / "prepare.json")["dtype"]
     for init, folder in ((rd.dense, "dense-lapt"), (rd.seed, "seed-lapt")):
         name = f"{folder}.{key}"
@@ -534,7 +536,7 @@ def markdown_section(res: dict) -> str:
     files = sum(len(v) for v in res["old_expert_hashes"].values())
     lines = [SECTION, "", f"Each new language branched the expert chosen by {via} and was "
              f"trained on {b['tokens_per_language']:,} tokens of it (LAPT); dense and seed LAPT "
-             f"were trained on all new languages together for {b['dense_lapt_tokens']:,} tokens. "
+             f"were trained on all new languages together (sampled uniformly) for {b['dense_lapt_tokens']:,} tokens. "
              "Perplexity on the test split (lower is better):", "", *_new_table(res), ""]
     if old_tpb:
         lines += [f"Tokens per byte of the old languages: mean {statistics.fmean(old_tpb):.3f}.",
