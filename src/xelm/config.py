@@ -182,10 +182,11 @@ class HMRConfig(_Section):
         return [1 / len(self.rounds)] * len(self.rounds) if self.rounds else []
 
 
-EVAL_METHODS = ("top1", "top1_langid", "ensemble", "ensemble_posterior", "ensemble_tfidf",
-                "top1_tfidf", "product_of_experts")
-EvalMethod = Literal["top1", "top1_langid", "ensemble", "ensemble_posterior", "ensemble_tfidf",
-                     "top1_tfidf", "product_of_experts"]
+EVAL_METHODS = ("top1", "top1_langid", "ensemble", "ensemble_posterior",
+                "ensemble_posterior_context", "ensemble_tfidf", "top1_tfidf", "product_of_experts")
+EvalMethod = Literal["top1", "top1_langid", "ensemble", "ensemble_posterior",
+                     "ensemble_posterior_context", "ensemble_tfidf", "top1_tfidf",
+                     "product_of_experts"]
 
 
 class EvalConfig(_Section):
@@ -195,6 +196,8 @@ class EvalConfig(_Section):
     identifier (lingua) detects in the preceding context, so it needs no label but only
     works for languages lingua knows; ``ensemble`` mixes all experts uniformly;
     ``ensemble_posterior`` weights them by BTM's posterior given the prefix;
+    ``ensemble_posterior_context`` also counts the preceding block as evidence (its prior is
+    the posterior after that block);
     ``ensemble_tfidf``/``top1_tfidf`` by c-BTM's softmax(-d²/T) over TF-IDF distances of
     the preceding context to each expert's centre; ``product_of_experts`` is a weighted
     geometric mean.

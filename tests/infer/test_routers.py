@@ -46,6 +46,21 @@ def test_posterior_matches_brute_force():
     assert torch.allclose(w_uniform, brute_posterior(lp.double(), [1, 1, 1]), atol=1e-6)
 
 
+def test_posterior_with_a_prior_per_sequence_matches_brute_force():
+    torch.manual_seed(1)
+    lp = torch.log_softmax(torch.randn(3, 2, 5, 4), -1)[..., 0]  # k=3, B=2, T=5
+    priors = [[0.6, 0.3, 0.1], [0.0, 0.5, 0.5]]  # row 1 rules expert 0 out
+    table = torch.tensor(priors).T.log()
+    router = Posterior.per_sequence(table)
+    assert router.support(3, 2).tolist() == [[True, False], [True, True], [True, True]]
+    w = router.log_weights(lp).exp().double()
+    for b, prior in enumerate(priors):
+        expected = brute_posterior(lp[:, b:b + 1].double(), prior)[:, 0]
+        assert torch.allclose(w[:, b], expected, atol=1e-6)
+    with pytest.raises(ValueError, match="expected"):
+        router.support(3, 4)
+
+
 def test_posterior_uses_only_the_prefix():
     lp = torch.randn(2, 1, 5)
     changed = lp.clone()

@@ -94,6 +94,8 @@ def _method_scorer(cfg: Config, rd: RunDir, experts: _LazyExperts, method: str, 
         return _context_scorer(cfg, experts, streams, _tfidf_weigher(cfg, rd, method))
     if method == "top1_langid":
         return _context_scorer(cfg, experts, streams, _langid_weigher)
+    if method == "ensemble_posterior_context":
+        return _posterior_context_scorer(cfg, experts, streams)
     return lambda lang: lambda ids, rows: score_targets(experts.get(), ids, method, lang=lang,
                                                        top_k=cfg.eval.top_k if method == "ensemble_posterior" else None)
 
@@ -160,6 +162,52 @@ def _context_scorer(cfg: Config, experts: _LazyExperts, streams: dict, weigh):
                 if r > 0:  # row 0 has no context yet: uniform
                     log_w[:, j] = table[:, r - 1].numpy()
             return score_with_router(models, ids, Fixed(log_w))
+        return score
+
+    return for_language
+
+
+# A block's prior keeps this much weight spread evenly, so that an expert the preceding
+# block ruled out can still win within the block (e.g. after a change of language).
+PRIOR_FLOOR = 1e-3
+
+
+def _posterior_context_scorer(cfg: Config, experts: _LazyExperts, streams: dict):
+    """BTM's posterior with the preceding block as evidence too.
+
+    A block's prior is the posterior after the block before it (each expert's likelihood
+    of that block, uniform prior), mixed with ``PRIOR_FLOOR`` of uniform weight; the
+    stream's first block starts uniform. Within the block the weights then follow the
+    prefix as in ``ensemble_posterior``. Costs two passes of every expert.
+    """
+    import math
+
+    import numpy as np
+    import torch
+
+    from xelm.evaluate.perplexity import stream_blocks
+    from xelm.infer.mixture import score_with_router, target_logprobs
+    from xelm.infer.routers import Posterior
+
+    def for_language(lang):
+        es = experts.get()
+        models = [es.models[n] for n in es.names]
+        k = len(models)
+        blocks = stream_blocks(streams[lang][0], cfg.model.context)
+        context = blocks[:-1]  # every block but the last is some block's context (all full)
+        totals = torch.zeros(k, len(context), dtype=torch.float64)
+        for start in range(0, len(context), cfg.eval.batch_size):
+            ids = torch.from_numpy(np.stack(context[start:start + cfg.eval.batch_size]))
+            for e, model in enumerate(models):
+                totals[e, start:start + len(ids)] = target_logprobs(model, ids).double().sum(-1)
+        log_prior = torch.full((k, len(blocks)), -math.log(k), dtype=torch.float64)
+        if len(context):
+            after = torch.log_softmax(totals, dim=0) + math.log1p(-PRIOR_FLOOR)
+            log_prior[:, 1:] = torch.logaddexp(after, torch.tensor(math.log(PRIOR_FLOOR / k)))
+
+        def score(ids, rows):
+            router = Posterior.per_sequence(log_prior[:, rows].float(), cfg.eval.top_k)
+            return score_with_router(models, ids, router)
         return score
 
     return for_language

@@ -157,25 +157,47 @@ class Posterior(Router):
     def __init__(self, prior: Sequence[float] | Tensor | None = None, top_k: int | None = None):
         self.prior = prior
         self.top_k = top_k
+        self.table: Tensor | None = None
+
+    @classmethod
+    def per_sequence(cls, log_prior: Tensor, top_k: int | None = None) -> "Posterior":
+        """A posterior whose prior differs per sequence: ``log_prior`` is ``[k, B]`` log
+        weights (e.g. each sequence's posterior after the text before it)."""
+        table = torch.as_tensor(log_prior, dtype=torch.float32)
+        if table.dim() != 2 or torch.isnan(table).any() or (table == float("inf")).any():
+            raise ValueError(f"per-sequence log prior must be finite or -inf [k, B], got "
+                             f"{tuple(table.shape)}")
+        router = cls(top_k=top_k)
+        router.table = normalise_log(table)
+        return router
+
+    def _log_prior(self, k: int, batch: int) -> Tensor:
+        """``[k, B]`` normalised log prior."""
+        if self.table is None:
+            return as_log_prior(self.prior, k)[:, None].expand(k, batch)
+        if self.table.shape != (k, batch):
+            raise ValueError(f"per-sequence prior has shape {tuple(self.table.shape)}, "
+                             f"expected [{k}, {batch}]")
+        return self.table
 
     def support(self, k: int, batch: int) -> Tensor:
-        return (as_log_prior(self.prior, k) > NEG_INF)[:, None].expand(k, batch).clone()
+        return (self._log_prior(k, batch) > NEG_INF).clone()
 
     def log_weights(self, expert_logprobs: Tensor, *, mask: Tensor | None = None, **ctx) -> Tensor:
-        k = expert_logprobs.shape[0]
-        log_prior = as_log_prior(self.prior, k).to(expert_logprobs.device, torch.float64)
+        k, batch = expert_logprobs.shape[:2]
+        log_prior = self._log_prior(k, batch).to(expert_logprobs.device, torch.float64)
         evidence = expert_logprobs.double()
         if mask is not None:
             evidence = evidence.masked_fill(~mask.bool().to(evidence.device), 0.0)
         # Experts outside the prior's support were not run: their log-probs are filler.
-        evidence = evidence.masked_fill((log_prior == NEG_INF)[:, None, None], 0.0)
+        evidence = evidence.masked_fill((log_prior == NEG_INF)[:, :, None], 0.0)
         prefix = torch.zeros_like(evidence)
         prefix[..., 1:] = evidence[..., :-1].cumsum(-1)
-        log_w = log_prior[:, None, None] + prefix
+        log_w = log_prior[:, :, None] + prefix
         total = torch.logsumexp(log_w, dim=0, keepdim=True)
         # Every expert gave the prefix probability 0: fall back to the prior.
         log_w = torch.where(torch.isfinite(total), log_w - total,
-                            log_prior[:, None, None].expand_as(log_w))
+                            log_prior[:, :, None].expand_as(log_w))
         return top_k_log(log_w, self.top_k).to(expert_logprobs.dtype)
 
 
