@@ -15,7 +15,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = {"xelm_top1": "top-1", "xelm_top1_langid": "top-1 by language ID",
-         "xelm_ensemble_posterior": "posterior ensemble", "xelm_ensemble_tfidf": "TF-IDF ensemble",
+         "xelm_ensemble_posterior": "posterior ensemble",
+         "xelm_ensemble_posterior_context": "posterior ensemble, preceding block as evidence",
+         "xelm_ensemble_tfidf": "TF-IDF ensemble",
          "xelm_top1_tfidf": "top-1 by TF-IDF", "xelm_ensemble": "uniform ensemble"}
 
 
