@@ -88,9 +88,10 @@ def main() -> None:
     extra = QUICK if args.quick else []
     path = ROOT / "bench" / "results" / ("quality-quick.json" if args.quick else "quality.json")
     # variants accumulate across invocations (each run directory is reused, so rerunning
-    # a finished variant only re-reads its results)
+    # a finished variant only re-reads its results); a variant's time is the stage times
+    # its run directory recorded (``timing``), which survive resumes and re-reads
     previous = json.loads(path.read_text()) if path.exists() else {}
-    start, first, report = time.time(), None, dict(previous.get("variants", {}))
+    first, report = None, dict(previous.get("variants", {}))
     for name in VARIANTS:  # a variant already run shares its seed and dense baseline
         if first is None and (out / name / "dense").exists():
             first = out / name
@@ -98,12 +99,10 @@ def main() -> None:
         run = run_variant(name, out, args.corpus, extra, first)
         first = first or run
         report[name] = summarise(run)
-    wall = {**previous.get("wall_seconds_by_command", {}),
-            " ".join(sys.argv[1:]): round(time.time() - start, 1)}
     result = {"command": "python bench/quality.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.machine(),
               "cpus": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
-              "wall_seconds_by_command": wall, "variants": report}
+              "variants": report}
     path.write_text(json.dumps(result, indent=2) + "\n")
     for name, r in report.items():
         s = r["summary"]["xelm_top1"]

@@ -36,10 +36,15 @@ def spearman(a: list[float], b: list[float]) -> float:
     return statistics.correlation(ra, rb)
 
 
+def source(data: dict, extra: str = "") -> None:
+    """An HTML comment naming the command and date behind the tables that follow."""
+    print(f"\n<!-- {data['command']} ; {data['date']}{extra} -->\n")
+
+
 def quality(path: Path) -> None:
     data = json.loads(path.read_text())
-    print(f"<!-- {data['command']} ; {data['date']} ; wall s by command: "
-          f"{data.get('wall_seconds_by_command', data.get('wall_seconds'))} -->\n")
+    times = {name: round(sum(v.get("timing", {}).values())) for name, v in data["variants"].items()}
+    source(data, f" ; stage seconds per variant: {times}")
     print("| variant | method | wins vs dense | mean ppl vs dense | mean bits/byte vs dense "
           "| std | best / worst language |")
     print("|---|---|---|---|---|---|---|")
@@ -74,8 +79,7 @@ def quality(path: Path) -> None:
 
 def regime(path: Path) -> None:
     data = json.loads(path.read_text())
-    print(f"\n<!-- {data['command']} ; {data['date']} ; wall s by command: "
-          f"{data['wall_seconds_by_command']} -->\n")
+    source(data, f" ; wall s by command: {data['wall_seconds_by_command']}")
     print("| series | parameters | seed tokens per parameter | dense training tokens | total "
           "tokens per parameter | x-ELM-8 top-1 wins | mean ppl vs dense | worst language |")
     print("|---|---|---|---|---|---|---|---|")

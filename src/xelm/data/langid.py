@@ -94,6 +94,12 @@ class LanguageDetector:
         return self.detect([text])[0]
 
 
+@functools.lru_cache(maxsize=8)
+def detector_for(languages: tuple[str, ...]) -> LanguageDetector:
+    """A routing detector (``closed=True``) for these languages, built once per process."""
+    return LanguageDetector(languages)
+
+
 # ------------------------------------------------------------------ unlabelled corpora
 
 BATCH = 1000

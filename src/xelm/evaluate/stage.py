@@ -124,9 +124,9 @@ def _langid_weigher(texts: list[str], es):
 
     import torch
 
-    from xelm.data.langid import LanguageDetector
+    from xelm.data.langid import detector_for
 
-    detected = LanguageDetector(sorted(es.language_to_expert)).detect(texts)
+    detected = detector_for(tuple(sorted(es.language_to_expert))).detect(texts)
     k = len(es.names)
     log_w = torch.full((k, len(texts)), -float("inf"))
     for j, lang in enumerate(detected):

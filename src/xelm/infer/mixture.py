@@ -206,12 +206,12 @@ def _top1(req: _Request) -> tuple[Router, str]:
 
 def _top1_langid(req: _Request) -> tuple[Router, str]:
     """The expert of the language a language identifier detects in ``text``."""
-    from xelm.data.langid import LanguageDetector
+    from xelm.data.langid import detector_for
 
     if req.expert_set is None or req.text is None:
         raise ValueError("method 'top1_langid' needs an ExpertSet and text= (the context "
                          "whose language picks the expert)")
-    lang = LanguageDetector(sorted(req.expert_set.language_to_expert)).detect_one(req.text)
+    lang = detector_for(tuple(sorted(req.expert_set.language_to_expert))).detect_one(req.text)
     if lang is None:
         raise ValueError(f"no language detected in {req.text[:60]!r}; give lang= with "
                          "method 'top1', or use ensemble_posterior")
