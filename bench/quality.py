@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,21 +40,27 @@ QUICK = ["seed.tokens=1500000", "train.tokens=3000000", "eval.max_tokens_per_lan
 SHARED = ("data", "seed", "dense")
 
 
-def run_variant(name: str, out: Path, corpus: str, extra: list[str], first: Path | None) -> Path:
+def run_config(run: Path, corpus: str, sets: list[str], what: str) -> Path:
+    """``xelm run configs/bench-real16.yaml`` into ``run`` with ``--set`` overrides
+    (resumable: rerunning a finished run only re-reads it). Shared with ``regime.py``."""
     from xelm.cli import main
 
+    args = ["run", str(ROOT / "configs" / "bench-real16.yaml"), "--out", str(run),
+            "--set", f"corpus.path={corpus}"]
+    for item in sets:
+        args += ["--set", item]
+    if main(args) != 0:
+        raise SystemExit(f"{what} failed; see {run / 'xelm.log'}")
+    return run
+
+
+def run_variant(name: str, out: Path, corpus: str, extra: list[str], first: Path | None) -> Path:
     run = out / name
     if first is not None and not (run / "config.yaml").exists():
         for part in SHARED:
             if (first / part).exists() and not (run / part).exists():
                 shutil.copytree(first / part, run / part)
-    args = ["run", str(ROOT / "configs" / "bench-real16.yaml"), "--out", str(run),
-            "--set", f"corpus.path={corpus}"]
-    for item in [*VARIANTS[name], *extra]:
-        args += ["--set", item]
-    if main(args) != 0:
-        raise SystemExit(f"variant {name} failed; see {run / 'xelm.log'}")
-    return run
+    return run_config(run, corpus, [*VARIANTS[name], *extra], f"variant {name}")
 
 
 def summarise(run: Path) -> dict:
@@ -101,7 +107,7 @@ def main() -> None:
         report[name] = summarise(run)
     result = {"command": "python bench/quality.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.machine(),
-              "cpus": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
+              "cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
               "variants": report}
     path.write_text(json.dumps(result, indent=2) + "\n")
     for name, r in report.items():

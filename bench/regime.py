@@ -26,15 +26,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from quality import run_config  # noqa: E402
 
 SIZES = {  # name -> model overrides (vocabulary 4096 as in the headline config)
     "d64": ["model.hidden_size=64", "model.layers=2", "model.heads=4",
@@ -58,8 +61,6 @@ def parameters(seed_dir: Path) -> int:
 
 
 def run_point(out: Path, size: str, seed_tokens: int, tokens: int, corpus: str) -> Path:
-    from xelm.cli import main
-
     series = series_name(size, seed_tokens)
     if (series, tokens) == ("d64-seed6M", 12_000_000) and (HEADLINE / "results.json").is_file():
         return HEADLINE
@@ -85,14 +86,8 @@ def run_point(out: Path, size: str, seed_tokens: int, tokens: int, corpus: str) 
                 info = json.loads(state.read_text())
                 if info.get("done") and info.get("budget_tokens") == seed_tokens:
                     shutil.copytree(donor / "seed", run / "seed")
-    args = ["run", str(ROOT / "configs" / "bench-real16.yaml"), "--out", str(run),
-            "--set", f"corpus.path={corpus}", "--set", f"train.tokens={tokens}",
-            "--set", f"seed.tokens={seed_tokens}"]
-    for item in [*SIZES[size], *COMMON]:
-        args += ["--set", item]
-    if main(args) != 0:
-        raise SystemExit(f"point {series}/{tokens} failed; see {run / 'xelm.log'}")
-    return run
+    return run_config(run, corpus, [f"train.tokens={tokens}", f"seed.tokens={seed_tokens}",
+                                    *SIZES[size], *COMMON], f"point {series}/{tokens}")
 
 
 def summarise(run: Path) -> dict:
@@ -196,7 +191,7 @@ def main() -> None:
                                            **previous.get("wall_seconds_by_command", {})}
     result = {"command": "python bench/regime.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.machine(),
-              "cpus": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
+              "cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
               "wall_seconds_by_command": {**previous.get("wall_seconds_by_command", {}),
                                           " ".join(sys.argv[1:]): round(time.time() - start, 1)},
               "crossover": {size: crossover(points) for size, points in report.items()},

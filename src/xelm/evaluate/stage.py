@@ -178,7 +178,8 @@ def _posterior_context_scorer(cfg: Config, experts: _LazyExperts, streams: dict)
     A block's prior is the posterior after the block before it (each expert's likelihood
     of that block, uniform prior), mixed with ``PRIOR_FLOOR`` of uniform weight; the
     stream's first block starts uniform. Within the block the weights then follow the
-    prefix as in ``ensemble_posterior``. Costs two passes of every expert.
+    prefix as in ``ensemble_posterior``. One pass of every expert: its per-token
+    log-probs of every block are kept (``k x tokens`` floats) and reused for scoring.
     """
     import math
 
@@ -186,7 +187,7 @@ def _posterior_context_scorer(cfg: Config, experts: _LazyExperts, streams: dict)
     import torch
 
     from xelm.evaluate.perplexity import stream_blocks
-    from xelm.infer.mixture import score_with_router, target_logprobs
+    from xelm.infer.mixture import target_logprobs
     from xelm.infer.routers import Posterior
 
     def for_language(lang):
@@ -194,20 +195,26 @@ def _posterior_context_scorer(cfg: Config, experts: _LazyExperts, streams: dict)
         models = [es.models[n] for n in es.names]
         k = len(models)
         blocks = stream_blocks(streams[lang][0], cfg.model.context)
-        context = blocks[:-1]  # every block but the last is some block's context (all full)
-        totals = torch.zeros(k, len(context), dtype=torch.float64)
-        for start in range(0, len(context), cfg.eval.batch_size):
-            ids = torch.from_numpy(np.stack(context[start:start + cfg.eval.batch_size]))
-            for e, model in enumerate(models):
-                totals[e, start:start + len(ids)] = target_logprobs(model, ids).double().sum(-1)
+        size = cfg.eval.batch_size
+        lp: list[torch.Tensor | None] = [None] * len(blocks)  # [k, len - 1] per block
+        full = [i for i, b in enumerate(blocks) if len(b) == cfg.model.context + 1]
+        groups = [full[s:s + size] for s in range(0, len(full), size)]
+        groups += [[i] for i in sorted(set(range(len(blocks))) - set(full))]
+        for rows in groups:
+            ids = torch.from_numpy(np.stack([blocks[i] for i in rows]))
+            out = torch.stack([target_logprobs(m, ids) for m in models])  # [k, B, T]
+            for j, r in enumerate(rows):
+                lp[r] = out[:, j]
         log_prior = torch.full((k, len(blocks)), -math.log(k), dtype=torch.float64)
-        if len(context):
+        if len(blocks) > 1:  # block r's evidence is block r - 1
+            totals = torch.stack([lp[r].double().sum(-1) for r in range(len(blocks) - 1)], 1)
             after = torch.log_softmax(totals, dim=0) + math.log1p(-PRIOR_FLOOR)
             log_prior[:, 1:] = torch.logaddexp(after, torch.tensor(math.log(PRIOR_FLOOR / k)))
 
         def score(ids, rows):
             router = Posterior.per_sequence(log_prior[:, rows].float(), cfg.eval.top_k)
-            return score_with_router(models, ids, router)
+            target_lp = torch.stack([lp[r] for r in rows], 1)  # [k, B, T]
+            return torch.logsumexp(router.log_weights(target_lp) + target_lp, dim=0)
         return score
 
     return for_language
