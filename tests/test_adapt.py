@@ -214,3 +214,40 @@ def test_lapt_baselines_give_every_new_language_the_experts_budget(adapted):
     for job in baselines:
         assert job.weights == pytest.approx([1 / 3] * 3)
         assert job.tokens == 3 * 4096
+
+
+@slow
+def test_average_selection_branches_from_the_mean_of_all_experts(adapted, tmp_path):
+    from safetensors.torch import load_file
+
+    from xelm.adapt import _jobs, load_run, markdown_section, read_record
+    from xelm.experts.manifest import ExpertSet, read_manifest
+
+    out = tmp_path / "run"
+    shutil.copytree(adapted[0].with_name("finished"), out)
+    res = adapt(out, ["qad"], out / "data" / "synthetic", tokens=2100, select="average")
+    assert res["parents"]["qad"]["parent"] == "average"
+    assert res["experts"]["qad"] == "average+qad" and res["old_experts_unchanged"]
+    old = ["e0", "e1"]
+    average = load_file(out / "adapt" / "qad" / "average" / "model.safetensors")
+    states = [load_file(out / "experts" / name / "model.safetensors") for name in old]
+    assert states[0].keys() == average.keys()
+    for key, tensor in average.items():
+        assert torch_close((states[0][key] + states[1][key]) / 2, tensor), key
+    assert any(not torch_close(states[0][k], states[1][k]) for k in average)  # a real average
+    manifest = read_manifest(out)
+    entry = manifest["experts"][-1]
+    assert (entry["parent"], entry["averaged"], entry["round"]) == ("average", old, 2)
+    assert manifest["language_to_expert"]["qad"] == "average+qad"
+    assert "average+qad" in ExpertSet.load(out).names
+    rd = RunDir(out)
+    call = read_record(rd)["calls"]["qad"]
+    job = _jobs(load_run(rd), rd, read_record(rd), "qad", call, manifest)[0]
+    assert (job.name, job.init_dir) == ("average+qad", out / "adapt" / "qad" / "average")
+    assert "parameter average of all experts" in markdown_section(res)
+
+
+def torch_close(a, b) -> bool:
+    import torch
+
+    return torch.allclose(a.float(), b.float(), atol=1e-6)

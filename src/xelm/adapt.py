@@ -2,8 +2,10 @@
 
 Each new language branches the most similar expert -- the expert of the typologically
 nearest language (``select="typology"``, the run's ``allocate.features`` or feature table)
-or the expert with the lowest validation perplexity on it (``select="ppl"``) -- and trains it
-on that language alone (language-adaptive pretraining, LAPT). The new expert is appended to
+or the expert with the lowest validation perplexity on it (``select="ppl"``) -- or the
+uniform parameter average of all the set's experts (``select="average"``, as BTM
+initialises a new domain's expert; all experts share the seed, so the average is a usable
+model) and trains it on that language alone (language-adaptive pretraining, LAPT). The new expert is appended to
 ``xelm.json``; no other expert is touched, so the old languages keep their exact scores
 (their weight files are hashed before and after). Dense and seed LAPT baselines get the
 same total budget on all new languages together.
@@ -12,7 +14,7 @@ Written: ``data/adapt.json`` (the record: each new language's corpus and split s
 call's budget and parent selection with the distances or perplexities used), the new
 languages' ``data/text`` and ``data/tokens`` files, ``experts/<parent>+<lang>/``, and per
 call (``key`` = sorted languages joined by '+', e.g. ``pl+sv``) ``adapt/<key>/`` with the
-``dense-lapt`` and ``seed-lapt`` models, cached scores and ``results.json``; then
+``dense-lapt`` and ``seed-lapt`` models, the ``average`` parent (``select="average"``), cached scores and ``results.json``; then
 ``results.json["adapt"]`` (the last call) and a report section. ``data/prepare.json`` and
 the old experts are never modified.
 
@@ -40,7 +42,8 @@ from xelm.stages import _threads
 log = logging.getLogger("xelm")
 
 SPLITS = ("train", "valid", "test")
-SELECTIONS = ("typology", "ppl")
+SELECTIONS = ("typology", "ppl", "average")
+AVERAGE = "average"  # the parent name of experts branched from the average of the set
 BASELINES = {"dense_lapt": "dense-lapt", "seed_lapt": "seed-lapt"}
 NEW_MODELS = ("seed", "dense", "seed_lapt", "dense_lapt", "xelm_top1")
 SECTION = "## Adding languages"
@@ -278,19 +281,39 @@ def _plan(cfg: Config, rd: RunDir, manifest: dict, record: dict, key: str, token
     if select == "typology":
         scores = typology_distances(langs, old, cfg.allocate.features, ff)
         parents = choose_parents(scores, manifest["language_to_expert"])
-    else:
+    elif select == "ppl":
         scores = expert_perplexities(cfg, rd, langs)
         parents = choose_parents(scores)
-    how = "nearest language" if select == "typology" else "perplexity of"
+    else:
+        names = average_parent(rd, key)
+        scores = {lang: {name: 1 / len(names) for name in names} for lang in langs}
+        parents = {lang: {"parent": AVERAGE, "via": f"{len(names)} experts", "value": None}
+                   for lang in langs}
+    how = {"typology": "nearest language", "ppl": "perplexity of", "average": "average of"}
     for lang, p in parents.items():
-        log.info("adapt: %s branches from expert %s (%s %s = %.4g)", lang, p["parent"], how,
-                 p["via"], p["value"])
+        value = "" if p["value"] is None else f" = {p['value']:.4g}"
+        log.info("adapt: %s branches from %s (%s %s%s)", lang, p["parent"], how[select],
+                 p["via"], value)
     call = {"languages": langs, "tokens": budget, "select": select, "features_file": ff,
             "scores": scores, "parents": parents, "done": False,
             "experts": {lang: f"{p['parent']}+{lang}" for lang, p in parents.items()}}
     record["calls"][key] = call
     write_json(rd.data / "adapt.json", record)
     return call
+
+
+def average_parent(rd: RunDir, key: str) -> list[str]:
+    """Write the uniform parameter average of the set's experts to ``adapt/<key>/average``;
+    return the experts' names (written once: a resumed call reuses the folder)."""
+    from xelm.experts.manifest import ExpertSet
+    from xelm.infer.average import merge_to_folder
+
+    folder = rd.root / "adapt" / key / AVERAGE
+    if not (folder / "merge.json").is_file():
+        experts = ExpertSet.load(rd.root)
+        merge_to_folder(experts, folder)
+        log.info("adapt: averaged %d experts into %s", len(experts.names), folder)
+    return list(read_json(folder / "merge.json")["weights"])
 
 
 # --------------------------------------------------------------------------- training
@@ -312,6 +335,7 @@ def _jobs(cfg: Config, rd: RunDir, record: dict, key: str, call: dict, manifest:
     from xelm.stages import _job
 
     folders = {e["name"]: rd.root / e["path"] for e in manifest["experts"]}
+    folders[AVERAGE] = rd.root / "adapt" / key / AVERAGE
     langs, tokens = call["languages"], call["tokens"]
     shards = {lang: shard_path(rd.data, lang, "train") for lang in langs}
     seed_of = lambda name: 1000 + zlib.crc32(name.encode()) % 1_000_000  # noqa: E731
@@ -359,9 +383,11 @@ def _register(rd: RunDir, manifest: dict, call: dict) -> None:
         if name in rounds:
             continue
         ledger = read_json(rd.experts / name / "train_state.json")
-        entries.append({"name": name, "path": f"experts/{name}", "languages": [lang],
-                        "parent": parent, "round": rounds[parent] + 1, "tokens": ledger["tokens"],
-                        "flops": ledger["flops"], "adapted_language": lang})
+        merged = list(call["scores"][lang]) if parent == AVERAGE else []
+        entry = {"name": name, "path": f"experts/{name}", "languages": [lang],
+                 "parent": parent, "round": max(rounds[n] for n in merged or [parent]) + 1,
+                 "tokens": ledger["tokens"], "flops": ledger["flops"], "adapted_language": lang}
+        entries.append({**entry, "averaged": merged} if merged else entry)
     write_manifest(rd.root, entries, manifest["tokenizer"], language_to_expert=mapping,
                    prior=manifest.get("prior"), tfidf=manifest.get("tfidf"))
     manifest.update(read_json(rd.root / "xelm.json"))
@@ -509,7 +535,8 @@ def _new_table(res: dict) -> list[str]:
     for lang in res["languages"]:
         p = res["parents"][lang]
         cells = " | ".join(f"{ppl[m][lang]:.2f}" for m in NEW_MODELS)
-        lines.append(f"| {lang} | {p['parent']} ({p['via']}, {p['value']:.3g}) | "
+        value = "" if p["value"] is None else f", {p['value']:.3g}"
+        lines.append(f"| {lang} | {p['parent']} ({p['via']}{value}) | "
                      f"{res['tokens_per_byte'][lang]:.3f} | {cells} | "
                      f"{_change(ppl['xelm_top1'][lang], ppl['dense_lapt'][lang])} | "
                      f"{bpb['dense_lapt'][lang]:.3f} | {bpb['xelm_top1'][lang]:.3f} |")
@@ -532,9 +559,11 @@ def _forgetting_table(res: dict) -> list[str]:
 def markdown_section(res: dict) -> str:
     """The report section: perplexity on the new languages, forgetting on the old ones."""
     b, old_tpb = res["budget"], list(res["tokens_per_byte_old"].values())
-    via = "nearest language" if res["select"] == "typology" else "validation perplexity"
+    via = {"typology": "the expert chosen by nearest language",
+           "ppl": "the expert chosen by validation perplexity",
+           "average": "the parameter average of all experts"}[res["select"]]
     files = sum(len(v) for v in res["old_expert_hashes"].values())
-    lines = [SECTION, "", f"Each new language branched the expert chosen by {via} and was "
+    lines = [SECTION, "", f"Each new language branched {via} and was "
              f"trained on {b['tokens_per_language']:,} tokens of it (LAPT); dense and seed LAPT "
              f"were trained on all new languages together (sampled uniformly) for {b['dense_lapt_tokens']:,} tokens. "
              "Perplexity on the test split (lower is better):", "", *_new_table(res), ""]

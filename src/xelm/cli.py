@@ -129,8 +129,8 @@ def cmd_adapt(args) -> int:
     """Add new languages to a finished run without touching its experts (LAPT).
 
     Each new language branches the expert of its typologically nearest language (or, with
-    --select ppl, the expert with the lowest validation perplexity on it) and is trained on
-    it alone; dense and seed LAPT baselines get the same total budget. Results go to
+    --select ppl, the expert with the lowest validation perplexity on it; with --select
+    average, the parameter average of all experts) and is trained on it alone; dense and seed LAPT baselines get the same total budget. Results go to
     results.json ("adapt") and report.md. Resumable; a finished call is not repeated."""
     from xelm.adapt import adapt, markdown_section
 
@@ -234,8 +234,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="directory with one <code>.txt|.jsonl|.parquet per new language")
     p.add_argument("--tokens", type=int, metavar="N",
                    help="LAPT tokens per new language (default: the run's per-expert budget)")
-    p.add_argument("--select", choices=("typology", "ppl"), default="typology",
-                   help="how to choose each new language's parent expert (default: typology)")
+    p.add_argument("--select", choices=("typology", "ppl", "average"), default="typology",
+                   help="each new language's parent: the expert of the typologically nearest "
+                   "language (default), the expert with the lowest validation perplexity on "
+                   "it, or the parameter average of all experts")
     p.add_argument("--features-file", metavar="CSV",
                    help="typology feature table (language,<features>...) listing old and new languages")
     p.set_defaults(func=cmd_adapt)
