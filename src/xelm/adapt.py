@@ -289,11 +289,13 @@ def _plan(cfg: Config, rd: RunDir, manifest: dict, record: dict, key: str, token
         scores = {lang: {name: 1 / len(names) for name in names} for lang in langs}
         parents = {lang: {"parent": AVERAGE, "via": f"{len(names)} experts", "value": None}
                    for lang in langs}
-    how = {"typology": "nearest language", "ppl": "perplexity of", "average": "average of"}
     for lang, p in parents.items():
-        value = "" if p["value"] is None else f" = {p['value']:.4g}"
-        log.info("adapt: %s branches from %s (%s %s%s)", lang, p["parent"], how[select],
-                 p["via"], value)
+        if select == "average":
+            log.info("adapt: %s branches from the parameter average of %s", lang, p["via"])
+        else:
+            how = "nearest language" if select == "typology" else "perplexity of"
+            log.info("adapt: %s branches from expert %s (%s %s = %.4g)", lang, p["parent"],
+                     how, p["via"], p["value"])
     call = {"languages": langs, "tokens": budget, "select": select, "features_file": ff,
             "scores": scores, "parents": parents, "done": False,
             "experts": {lang: f"{p['parent']}+{lang}" for lang, p in parents.items()}}

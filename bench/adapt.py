@@ -1,0 +1,90 @@
+"""Adding languages on real text: new experts vs dense and seed LAPT, per parent selection.
+
+Each selection adapts its own copy of the headline run (``bench/quality.py``'s typology8,
+16 languages, 8 experts) to the same new languages with ``xelm adapt``, so the results do
+not depend on each other; each copy is a resumable run directory.
+
+    python bench/quality.py --corpus ../shared/corpus --variants typology8   # once
+    python bench/adapt.py --corpus ../shared/corpus --select typology,average
+
+Writes ``bench/results/adapt-real.json``: per run (``<select>``, or the name given with
+``--name``) the command and ``results.json["adapt"]`` (perplexity and bits per byte on
+the new languages for every model, forgetting, parents, budgets, old-expert hashes), and
+a one-line summary per run. Runs already in the file are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+HEADLINE = ROOT / "runs" / "bench-quality" / "typology8"
+LANGUAGES = "fi,hu,id,ha,th"
+
+
+def adapt_copy(run: Path, corpus: str, languages: str, tokens: int, select: str) -> dict:
+    from xelm.cli import main
+
+    if not run.exists():
+        if not (HEADLINE / "results.json").is_file():
+            raise SystemExit(f"{HEADLINE} is not a finished run: first run "
+                             "`python bench/quality.py --corpus DIR --variants typology8`")
+        shutil.copytree(HEADLINE, run)
+    args = ["adapt", str(run), "--languages", languages, "--corpus", corpus,
+            "--tokens", str(tokens), "--select", select]
+    if main(args) != 0:
+        raise SystemExit(f"adapting {run} failed; see {run / 'xelm.log'}")
+    return json.loads((run / "results.json").read_text())["adapt"]
+
+
+def line(name: str, res: dict) -> str:
+    ppl = res["perplexity"]
+    change = {lang: ppl["xelm_top1"][lang] / ppl["dense_lapt"][lang] - 1
+              for lang in res["languages"]}
+    s = res["summary"]
+    return (f"{name}: new experts beat dense LAPT on {s['new_wins_vs_dense_lapt']}/"
+            f"{len(change)} (" + ", ".join(f"{k} {100 * v:+.1f}%" for k, v in change.items())
+            + f"); old experts unchanged: {res['old_experts_unchanged']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
+    parser.add_argument("--out", default=str(ROOT / "runs" / "bench-adapt"))
+    parser.add_argument("--languages", default=LANGUAGES)
+    parser.add_argument("--tokens", type=int, default=500_000, help="LAPT tokens per language")
+    parser.add_argument("--select", default="typology,average",
+                        help="comma-separated parent selections: typology, ppl, average")
+    parser.add_argument("--name", help="result name (one selection only); default: the selection")
+    args = parser.parse_args()
+    selects = args.select.split(",")
+    if args.name and len(selects) > 1:
+        parser.error("--name needs a single --select")
+    path = ROOT / "bench" / "results" / "adapt-real.json"
+    report = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    for select in selects:
+        name = args.name or select
+        res = adapt_copy(Path(args.out) / name, args.corpus, args.languages, args.tokens, select)
+        report["runs"][name] = {
+            "command": f"python bench/adapt.py --languages {args.languages} --tokens "
+                       f"{args.tokens} --select {select}" + (f" --name {name}" if args.name else ""),
+            "adapt": res}
+    report.update(date=time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine=platform.machine(),
+                  cpus=os.cpu_count(), omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    for name, run in report["runs"].items():
+        print(line(name, run["adapt"]))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
