@@ -23,6 +23,10 @@ ITALIAN = "Il comitato pubblicherà la sua relazione annuale sullo stato dei fiu
 def test_detector_picks_each_language_and_refuses_unknown_ones():
     det = LanguageDetector(["en", "de", "ru", "ja"])
     assert det.detect(list(SENTENCES.values())) == list(SENTENCES)
+    open_set = LanguageDetector(["en", "de"], closed=False)
+    assert open_set.classify([SENTENCES["de"], ITALIAN, "12345 67890"]) == \
+        ["de", "other", "undetected"]
+    assert open_set.detect([ITALIAN, SENTENCES["en"]]) == [None, "en"]
     with pytest.raises(CorpusError) as err:
         LanguageDetector(["en", "qaa"])
     assert "qaa" in str(err.value) and "top1_tfidf" in str(err.value)

@@ -22,6 +22,7 @@ from xelm.data.readers import CorpusError
 # Detection looks at a document's first characters only: enough for any language, and it
 # keeps very long documents from dominating the time.
 MAX_CHARS = 2000
+OTHER, UNDETECTED = "other", "undetected"  # what LanguageDetector.classify says besides a code
 
 
 @functools.lru_cache(maxsize=1)
@@ -84,7 +85,13 @@ class LanguageDetector:
     def detect(self, texts: Sequence[str]) -> list[str | None]:
         """The detected code of each text (one of ``languages``); ``None`` where the text
         has no detectable language, or (``closed=False``) is in a language not listed."""
-        return [self._code.get(lang) for lang in self._raw(texts)]
+        return [None if c in (OTHER, UNDETECTED) else c for c in self.classify(texts)]
+
+    def classify(self, texts: Sequence[str]) -> list[str]:
+        """Per text: its code (one of ``languages``), ``"other"`` (a language not listed;
+        only with ``closed=False``) or ``"undetected"`` (no letters, or too ambiguous)."""
+        return [UNDETECTED if lang is None else self._code.get(lang, OTHER)
+                for lang in self._raw(texts)]
 
     def _raw(self, texts: Sequence[str]) -> list:
         """lingua's answer per text: a ``Language`` (maybe one not listed) or None."""
@@ -134,16 +141,15 @@ def read_unlabelled(path: str | Path, languages: Sequence[str],
     detector = LanguageDetector(languages, closed=False)
     out: dict[str, list[str]] = {lang: [] for lang in languages}
     size = dict.fromkeys(languages, 0)
-    counts = {**dict.fromkeys(languages, 0), "other": 0, "undetected": 0}
+    counts = {**dict.fromkeys(languages, 0), OTHER: 0, UNDETECTED: 0}
 
     def full() -> bool:
         return max_bytes is not None and all(s >= max_bytes for s in size.values())
 
     def sort(batch: list[str]) -> None:
-        for doc, found in zip(batch, detector._raw(batch)):
-            lang = detector._code.get(found)
-            if lang is None:
-                counts["undetected" if found is None else "other"] += 1
+        for doc, lang in zip(batch, detector.classify(batch)):
+            if lang in (OTHER, UNDETECTED):
+                counts[lang] += 1
                 continue
             nbytes = len(doc.encode("utf-8"))
             if max_bytes is not None and size[lang] + nbytes > max_bytes:
