@@ -43,7 +43,9 @@ def adapt_copy(run: Path, corpus: str, languages: str, tokens: int, select: str)
             "--tokens", str(tokens), "--select", select]
     if main(args) != 0:
         raise SystemExit(f"adapting {run} failed; see {run / 'xelm.log'}")
-    return json.loads((run / "results.json").read_text())["adapt"]
+    timing = json.loads((run / "timing.json").read_text())
+    return {**json.loads((run / "results.json").read_text())["adapt"],
+            "seconds": timing.get("adapt")}  # the adapt calls' wall time in this run
 
 
 def line(name: str, res: dict) -> str:
