@@ -5,18 +5,18 @@ nearest language (``select="typology"``, the run's ``allocate.features`` or feat
 or the expert with the lowest validation perplexity on it (``select="ppl"``) -- or the
 uniform parameter average of all the set's experts (``select="average"``, as BTM
 initialises a new domain's expert; all experts share the seed, so the average is a usable
-model) and trains it on that language alone (language-adaptive pretraining, LAPT). The new expert is appended to
-``xelm.json``; no other expert is touched, so the old languages keep their exact scores
-(their weight files are hashed before and after). Dense and seed LAPT baselines get the
-same total budget on all new languages together.
+model) and trains it on that language alone (language-adaptive pretraining, LAPT). The
+new expert is appended to ``xelm.json``; no other expert is touched, so the old languages
+keep their exact scores (their weight files are hashed before and after). Dense and seed
+LAPT baselines get the same total budget on all new languages together.
 
 Written: ``data/adapt.json`` (the record: each new language's corpus and split stats; every
 call's budget and parent selection with the distances or perplexities used), the new
 languages' ``data/text`` and ``data/tokens`` files, ``experts/<parent>+<lang>/``, and per
 call (``key`` = sorted languages joined by '+', e.g. ``pl+sv``) ``adapt/<key>/`` with the
-``dense-lapt`` and ``seed-lapt`` models, the ``average`` parent (``select="average"``), cached scores and ``results.json``; then
-``results.json["adapt"]`` (the last call) and a report section. ``data/prepare.json`` and
-the old experts are never modified.
+``dense-lapt`` and ``seed-lapt`` models, the ``average`` parent (``select="average"``),
+cached scores and ``results.json``; then ``results.json["adapt"]`` (the last call) and a
+report section. ``data/prepare.json`` and the old experts are never modified.
 
 Resumable: jobs resume, scores are cached. Once a call has finished, calling it again trains
 nothing: it re-registers its experts and republishes its results if a later ``xelm

@@ -130,8 +130,9 @@ def cmd_adapt(args) -> int:
 
     Each new language branches the expert of its typologically nearest language (or, with
     --select ppl, the expert with the lowest validation perplexity on it; with --select
-    average, the parameter average of all experts) and is trained on it alone; dense and seed LAPT baselines get the same total budget. Results go to
-    results.json ("adapt") and report.md. Resumable; a finished call is not repeated."""
+    average, the parameter average of all experts) and is trained on it alone; dense and
+    seed LAPT baselines get the same total budget. Results go to results.json ("adapt")
+    and report.md. Resumable; a finished call is not repeated."""
     from xelm.adapt import adapt, markdown_section
 
     out = adapt(args.run, args.languages.split(","), args.corpus, tokens=args.tokens,
