@@ -107,3 +107,23 @@ def test_top1_langid_routes_each_block_to_its_language_expert(tmp_path, corpus_d
 
     assert torch.equal(generate(es, ids, "top1_langid", text=text, max_new_tokens=6),
                        generate(es, ids, "top1", lang="de", max_new_tokens=6))
+    # and lm-eval: each request goes to the expert of its context's detected language
+    from types import SimpleNamespace
+
+    from xelm.evaluate.lm_eval_model import XelmLM
+
+    lines = {lang: (out / "data" / "text" / f"{lang}.test.txt").read_text(
+        encoding="utf-8").splitlines()[0] for lang in ("de", "en", "fr")}
+    enc = es.tokenizer.encode
+    reqs = [(None, enc(text[:-20]), enc(text[-20:])) for text in lines.values()]
+    reqs.append((None, [es.tokenizer.eos_token_id], enc(lines["de"][:20])))  # nothing to detect
+    langid = XelmLM(expert_set=es, method="top1_langid", batch_size=2)
+    got = langid._loglikelihood_tokens(reqs, disable_tqdm=True)
+    for req, lang, result in zip(reqs, lines, got):
+        assert result == XelmLM(expert_set=es, method="top1", lang=lang)._loglikelihood_tokens(
+            [req], disable_tqdm=True)[0]
+    posterior = XelmLM(expert_set=es, method="ensemble_posterior")
+    assert got[-1] == posterior._loglikelihood_tokens(reqs[-1:], disable_tqdm=True)[0]
+    prompt = SimpleNamespace(args=(lines["de"][:-20], {"max_gen_toks": 5, "until": []}))
+    assert langid.generate_until([prompt], disable_tqdm=True) == XelmLM(
+        expert_set=es, method="top1", lang="de").generate_until([prompt], disable_tqdm=True)

@@ -6,13 +6,16 @@ Importing this module registers the class under ``xelm`` in lm-eval's model regi
 arguments; in Python, import this module before
 ``lm_eval.simple_evaluate(model="xelm", ...)``.
 
-``model_args``: ``run=RUN_DIR`` (required), ``method=top1|ensemble|ensemble_posterior|
-product_of_experts`` (default ``ensemble_posterior``), ``lang=xx`` (the task's
-language: routes ``top1``), ``expert=NAME`` (``top1`` on one named expert), ``top_k``,
+``model_args``: ``run=RUN_DIR`` (required), ``method=top1|top1_langid|ensemble|
+ensemble_posterior|product_of_experts`` (default ``ensemble_posterior``), ``lang=xx`` (the
+task's language: routes ``top1``), ``expert=NAME`` (``top1`` on one named expert), ``top_k``,
 ``prior=manifest``, ``max_length`` (fewer positions than the models have),
 ``batch_size``, ``device``, ``dtype``. Tokenization, the empty-context prefix token and
 the left truncation of long contexts follow lm-eval's ``hf`` model, so a single expert
 scores the same here as through ``--model hf --model_args pretrained=RUN/experts/NAME``.
+``top1_langid`` needs no label: each request goes to the expert of the language detected
+in its context (lingua), or to ``ensemble_posterior`` where none is detected (e.g. an
+empty context); the continuation is never looked at.
 """
 
 from __future__ import annotations
@@ -165,7 +168,25 @@ class XelmLM(TemplateLM):
                              f"{', '.join(sorted(self.expert_set.language_to_expert))}) or "
                              "expert=<name> to pick the expert; for a task without one "
                              "language use method=ensemble_posterior")
+        if self.method == "top1_langid":  # routes per request; the detector must know them
+            from xelm.data.langid import detector_for
+
+            detector_for(tuple(sorted(self.expert_set.language_to_expert)))
+            return
         resolve_method(self.expert_set, self.method, **self.route)  # fail now, not mid-run
+
+    def _routes(self, contexts: list[str]) -> list[tuple[str, dict]]:
+        """``(method, route)`` per request: the model's own, or for ``top1_langid`` the
+        detected language's expert (``ensemble_posterior`` where none is detected)."""
+        if self.method != "top1_langid":
+            return [(self.method, self.route)] * len(contexts)
+        from xelm.data.langid import detector_for
+
+        es = self.expert_set
+        found = detector_for(tuple(sorted(es.language_to_expert))).detect(contexts)
+        base = {**self.route, "lang": None, "expert": None}
+        return [("ensemble_posterior", base) if lang is None else
+                ("top1", {**base, "expert": es.expert_for_language(lang)}) for lang in found]
 
     def _resolve_max_length(self, requested) -> int:
         positions = [p for p in map(_model_positions, self.expert_set.models.values()) if p]
@@ -229,12 +250,19 @@ class XelmLM(TemplateLM):
                                  "continuations (xelm tasks build --max-continuation-tokens)")
             whole = (ctx + cont)[-(self.max_length + 1):]
             items.append((whole, len(cont)))
-        order = sorted(range(len(items)), key=lambda i: -len(items[i][0]))
+        routes = self._routes([self.tok_decode(ctx) for _, ctx, _ in requests])
+        # batches share a route; within a route, longest first
+        order = sorted(range(len(items)), key=lambda i: (repr(routes[i]), -len(items[i][0])))
+        batches, start = [], 0
+        while start < len(order):
+            route = routes[order[start]]
+            chunk = [i for i in order[start:start + self.batch_size] if routes[i] == route]
+            batches.append(chunk)
+            start += len(chunk)
         results: list = [None] * len(items)
         bar = tqdm(total=len(items), desc="xelm loglikelihood", disable=disable_tqdm)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
-            scores, greedy = self._score_batch([items[i] for i in chunk])
+        for chunk in batches:
+            scores, greedy = self._score_batch([items[i] for i in chunk], *routes[chunk[0]])
             for i, s, g in zip(chunk, scores.tolist(), greedy.tolist()):
                 results[i] = (float(s), bool(g))
                 key = requests[i][0]
@@ -244,7 +272,7 @@ class XelmLM(TemplateLM):
         bar.close()
         return results
 
-    def _score_batch(self, batch: list[tuple[list[int], int]]):
+    def _score_batch(self, batch: list[tuple[list[int], int]], method: str, route: dict):
         width = max(len(ids) for ids, _ in batch)
         pad = next((t for t in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
                     if t is not None), 0)  # any id: padding sits after every scored token
@@ -254,7 +282,7 @@ class XelmLM(TemplateLM):
             ids[row, :len(seq)] = torch.tensor(seq)
             mask[row, :len(seq)] = 1
         return continuation_scores(self.expert_set, ids, mask, [c for _, c in batch],
-                                   self.method, **self.route)
+                                   method, **route)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """Whole-document log-likelihood in lm-eval's disjoint rolling windows."""
@@ -290,30 +318,31 @@ class XelmLM(TemplateLM):
                 "temperature": temperature if sample else 1.0}
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        """Greedy (or sampled) continuations, batched by prompt length and options, cut at
-        the first stop string."""
+        """Greedy (or sampled) continuations, batched by prompt length, options and route,
+        cut at the first stop string."""
         from xelm.infer.generation import generate
 
         jobs: dict[tuple, list[tuple[int, list[int]]]] = {}
         options = {}
+        routes = self._routes([req.args[0] for req in requests])
         for i, req in enumerate(requests):
             context, gen_kwargs = req.args
             opts = self._gen_options(dict(gen_kwargs or {}))
             ids = self.tok_encode(context)[-(self.max_length - opts["max_new_tokens"]):] or \
                 [self.prefix_token_id]
-            key = (len(ids), repr(sorted(opts.items())))
-            options[key] = opts
+            key = (len(ids), repr(sorted(opts.items())), repr(routes[i]))
+            options[key] = (opts, routes[i])
             jobs.setdefault(key, []).append((i, ids))
         out: list = [None] * len(requests)
         bar = tqdm(total=len(requests), desc="xelm generate_until", disable=disable_tqdm)
         for key, members in jobs.items():
-            opts = options[key]
+            opts, (method, route) = options[key]
+            route = {k: v for k, v in route.items() if k != "top_k"}
             for start in range(0, len(members), self.batch_size):
                 chunk = members[start:start + self.batch_size]
                 prompt = torch.tensor([ids for _, ids in chunk], dtype=torch.long,
                                       device=self.device)
-                route = {k: v for k, v in self.route.items() if k != "top_k"}
-                tokens = generate(self.expert_set, prompt, self.method, **route,
+                tokens = generate(self.expert_set, prompt, method, **route,
                                   experts_top_k=self.route.get("top_k"),
                                   max_new_tokens=opts["max_new_tokens"],
                                   do_sample=opts["do_sample"], temperature=opts["temperature"],
