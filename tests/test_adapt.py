@@ -220,8 +220,9 @@ def test_lapt_baselines_give_every_new_language_the_experts_budget(adapted):
 def test_average_selection_branches_from_the_mean_of_all_experts(adapted, tmp_path):
     from safetensors.torch import load_file
 
-    from xelm.adapt import _jobs, load_run, markdown_section, read_record
+    from xelm.adapt import _jobs, load_run, read_record
     from xelm.experts.manifest import ExpertSet, read_manifest
+    from xelm.report.adapt import markdown_section
 
     out = tmp_path / "run"
     shutil.copytree(adapted[0].with_name("finished"), out)

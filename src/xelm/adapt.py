@@ -21,13 +21,13 @@ report section. ``data/prepare.json`` and the old experts are never modified.
 Resumable: jobs resume, scores are cached. Once a call has finished, calling it again trains
 nothing: it re-registers its experts and republishes its results if a later ``xelm
 train``/``eval``/``report`` rewrote ``xelm.json``, ``results.json`` or ``report.md``.
+Scoring is in :mod:`xelm.evaluate.adapt`, the report section in :mod:`xelm.report.adapt`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import statistics
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -46,7 +46,6 @@ SELECTIONS = ("typology", "ppl", "average")
 AVERAGE = "average"  # the parent name of experts branched from the average of the set
 BASELINES = {"dense_lapt": "dense-lapt", "seed_lapt": "seed-lapt"}
 NEW_MODELS = ("seed", "dense", "seed_lapt", "dense_lapt", "xelm_top1")
-SECTION = "## Adding languages"
 
 
 class AdaptError(ValueError):
@@ -63,6 +62,7 @@ def adapt(run_dir: str | Path, languages: list[str], corpus_dir: str | Path,
     LAPT budget per new language (default: the run's per-expert budget); each baseline
     gets ``tokens`` times the number of new languages.
     """
+    from xelm.evaluate.adapt import evaluate_call
     from xelm.experts.manifest import read_manifest
 
     rd = RunDir(Path(run_dir))
@@ -83,7 +83,7 @@ def adapt(run_dir: str | Path, languages: list[str], corpus_dir: str | Path,
         _train(cfg, rd, record, key, call, manifest)
         _register(rd, manifest, call)
         hashes = old_hashes_after(rd, manifest, before, set(call["experts"].values()))
-        results = _evaluate(cfg, rd, key, call, record, manifest, hashes)
+        results = evaluate_call(cfg, rd, key, call, record, manifest, hashes)
     write_json(rd.root / "adapt" / key / "results.json", results)
     publish(rd, results)
     call["done"] = True
@@ -207,7 +207,7 @@ def tokens_per_byte(stats: dict) -> float:
     return sum(s["tokens"] for s in stats.values()) / sum(s["bytes"] for s in stats.values())
 
 
-def _streams(rd: RunDir, langs: list[str], split: str, max_tokens: int | None) -> dict:
+def language_streams(rd: RunDir, langs: list[str], split: str, max_tokens: int | None) -> dict:
     from xelm.data.packing import Shard, shard_path
 
     dtype = read_json(rd.data / "prepare.json")["dtype"]
@@ -247,12 +247,13 @@ def typology_distances(new: list[str], old: list[str], features: str,
 def expert_perplexities(cfg: Config, rd: RunDir, langs: list[str],
                         split: str = "valid") -> dict[str, dict[str, float]]:
     """Perplexity of every expert of the set on each language's ``split``."""
+    from xelm.evaluate.adapt import score_streams
     from xelm.experts.manifest import ExpertSet
     from xelm.infer.mixture import target_logprobs
 
     experts = ExpertSet.load(rd.root)
-    streams = _streams(rd, langs, split, cfg.eval.max_tokens_per_language)
-    table = {name: _score(cfg, streams,
+    streams = language_streams(rd, langs, split, cfg.eval.max_tokens_per_language)
+    table = {name: score_streams(cfg, streams,
                           lambda lang, m=model: lambda ids, *_: target_logprobs(m, ids))
              for name, model in experts.models.items()}
     return {lang: {name: table[name][lang]["perplexity"] for name in experts.names}
@@ -395,110 +396,6 @@ def _register(rd: RunDir, manifest: dict, call: dict) -> None:
     manifest.update(read_json(rd.root / "xelm.json"))
 
 
-# --------------------------------------------------------------------------- evaluation
-def _score(cfg: Config, streams: dict, scorer_for) -> dict:
-    """``{lang: metrics}``; ``scorer_for(lang)(ids, *block_rows)`` -> target log-probs."""
-    import torch
-
-    from xelm.evaluate.perplexity import metrics, stream_nll
-
-    out = {}
-    with torch.inference_mode():
-        for lang, (tokens, nbytes) in streams.items():
-            nll, count = stream_nll(scorer_for(lang), tokens, cfg.model.context,
-                                    cfg.eval.batch_size)
-            out[lang] = metrics(nll, count, nbytes)
-    return out
-
-
-def _cached(path: Path, compute) -> dict:
-    if not path.is_file():
-        write_json(path, compute())
-    return read_json(path)
-
-
-def _scores(cfg: Config, rd: RunDir, key: str, new: list[str], old: list[str]) -> dict:
-    """Test-split metrics of every model: new languages for all, old ones for dense/x-ELM."""
-    from xelm.experts.manifest import ExpertSet
-    from xelm.experts.store import load_causal_lm
-    from xelm.infer.mixture import score_targets, target_logprobs
-
-    cap = cfg.eval.max_tokens_per_language
-    streams_new, streams_all = _streams(rd, new, "test", cap), _streams(rd, old + new, "test", cap)
-    folders = {"seed": rd.seed, "dense": rd.dense,
-               **{k: rd.root / "adapt" / key / v for k, v in BASELINES.items()}}
-
-    def single(folder: Path, streams: dict) -> dict:
-        model = load_causal_lm(folder)
-        return _score(cfg, streams, lambda lang: lambda ids, *_: target_logprobs(model, ids))
-
-    def top1() -> dict:
-        experts = ExpertSet.load(rd.root)
-        return _score(cfg, streams_all,
-                      lambda lang: lambda ids, *_: score_targets(experts, ids, "top1", lang=lang))
-
-    cache = rd.root / "adapt" / key / "eval"
-    scores = {name: _cached(cache / f"{name}.json", lambda f=folder, name=name: single(
-        f, streams_all if name in ("dense", "dense_lapt") else streams_new))
-        for name, folder in folders.items()}
-    scores["xelm_top1"] = _cached(cache / "xelm_top1.json", top1)
-    return scores
-
-
-def _pick(scores: dict, metric: str, model: str, langs: list[str]) -> dict[str, float]:
-    return {lang: scores[model][lang][metric] for lang in langs}
-
-
-def _forgetting(scores: dict, old: list[str], earlier: dict) -> dict:
-    """Old-language metrics: dense before/after LAPT; x-ELM top-1 now and in the run's eval."""
-    out = {}
-    for metric in ("perplexity", "bits_per_byte"):
-        before = earlier.get(metric, {}).get("xelm_top1", {})
-        out[metric] = {m: _pick(scores, metric, m, old)
-                       for m in ("dense", "dense_lapt", "xelm_top1")}
-        out[metric]["xelm_top1_before"] = {lang: before[lang] for lang in old if lang in before}
-    return out
-
-
-def summary(res: dict) -> dict:
-    """Headline numbers: new languages vs dense LAPT; mean / largest old-language change."""
-    ppl, f = res["perplexity"], res["forgetting"]["perplexity"]
-    change = lambda a, b, langs: [a[x] / b[x] - 1 for x in langs if x in b]  # noqa: E731
-    vs_dense = change(ppl["xelm_top1"], ppl["dense_lapt"], res["languages"])
-    forget = change(f["dense_lapt"], f["dense"], res["old_languages"])
-    xelm = change(f["xelm_top1"], f["xelm_top1_before"], res["old_languages"])
-    return {"new_wins_vs_dense_lapt": sum(v <= 0 for v in vs_dense),
-            "new_mean_ppl_change_vs_dense_lapt": statistics.fmean(vs_dense),
-            "old_mean_ppl_change_dense_lapt": statistics.fmean(forget) if forget else None,
-            "old_max_ppl_change_dense_lapt": max(forget) if forget else None,
-            "old_max_abs_ppl_change_xelm": max(map(abs, xelm)) if xelm else None}
-
-
-def _evaluate(cfg: Config, rd: RunDir, key: str, call: dict, record: dict, manifest: dict,
-              hashes: dict) -> dict:
-    new = call["languages"]
-    old = [lang for lang in manifest["language_to_expert"] if lang not in new]
-    scores = _scores(cfg, rd, key, new, old)
-    tokens = lambda folder: read_json(folder / "train_state.json")["tokens"]  # noqa: E731
-    experts = call["experts"].values()
-    stats = read_json(rd.data / "prepare.json")["stats"]
-    res = {"languages": new, "old_languages": old, "select": call["select"],
-           "features_file": call["features_file"], "scores": call["scores"],
-           "parents": call["parents"], "experts": call["experts"],
-           "budget": {"tokens_per_language": call["tokens"],
-                      "expert_tokens": {n: tokens(rd.experts / n) for n in experts},
-                      **{f"{k}_tokens": tokens(rd.root / "adapt" / key / v)
-                         for k, v in BASELINES.items()}},
-           "perplexity": {m: _pick(scores, "perplexity", m, new) for m in NEW_MODELS},
-           "bits_per_byte": {m: _pick(scores, "bits_per_byte", m, new) for m in NEW_MODELS},
-           "tokens_per_byte": {x: tokens_per_byte(record["languages"][x]["stats"]) for x in new},
-           "tokens_per_byte_old": {x: tokens_per_byte(stats[x]) for x in old if x in stats},
-           "forgetting": _forgetting(scores, old, read_json(rd.results)),
-           "old_experts_unchanged": hashes["unchanged"], "old_expert_hashes": hashes["sha256"]}
-    res["summary"] = summary(res)
-    return res
-
-
 # --------------------------------------------------------------------------- publishing
 def _finished(rd: RunDir, record: dict, key: str, manifest: dict) -> dict:
     """A call that already finished: restore its experts and results if they were replaced."""
@@ -524,56 +421,3 @@ def publish(rd: RunDir, results: dict) -> None:
     merged["adapt"] = results
     write_json(rd.results, merged)
     atomic_write_text(rd.root / "report.md", render(merged, f"x-ELM run: {rd.root.name}"))
-
-
-def _change(new: float, old: float | None) -> str:
-    return "-" if old is None else f"{100 * (new / old - 1):+.1f}%"
-
-
-def _new_table(res: dict) -> list[str]:
-    ppl, bpb = res["perplexity"], res["bits_per_byte"]
-    lines = ["| language | parent (via) | tokens/byte | seed | dense | seed LAPT | dense LAPT | "
-             "x-ELM new expert | vs dense LAPT | bits/byte dense LAPT | x-ELM |", "|---" * 11 + "|"]
-    for lang in res["languages"]:
-        p = res["parents"][lang]
-        cells = " | ".join(f"{ppl[m][lang]:.2f}" for m in NEW_MODELS)
-        value = "" if p["value"] is None else f", {p['value']:.3g}"
-        lines.append(f"| {lang} | {p['parent']} ({p['via']}{value}) | "
-                     f"{res['tokens_per_byte'][lang]:.3f} | {cells} | "
-                     f"{_change(ppl['xelm_top1'][lang], ppl['dense_lapt'][lang])} | "
-                     f"{bpb['dense_lapt'][lang]:.3f} | {bpb['xelm_top1'][lang]:.3f} |")
-    return lines
-
-
-def _forgetting_table(res: dict) -> list[str]:
-    f = res["forgetting"]["perplexity"]
-    lines = ["| language | dense | dense LAPT | change | x-ELM top-1 in eval | now | change |",
-             "|---" * 7 + "|"]
-    for lang in res["old_languages"]:
-        was = f["xelm_top1_before"].get(lang)
-        lines.append(f"| {lang} | {f['dense'][lang]:.2f} | {f['dense_lapt'][lang]:.2f} | "
-                     f"{_change(f['dense_lapt'][lang], f['dense'][lang])} | "
-                     f"{'-' if was is None else f'{was:.2f}'} | {f['xelm_top1'][lang]:.2f} | "
-                     f"{_change(f['xelm_top1'][lang], was)} |")
-    return lines
-
-
-def markdown_section(res: dict) -> str:
-    """The report section: perplexity on the new languages, forgetting on the old ones."""
-    b, old_tpb = res["budget"], list(res["tokens_per_byte_old"].values())
-    via = {"typology": "the expert chosen by nearest language",
-           "ppl": "the expert chosen by validation perplexity",
-           "average": "the parameter average of all experts"}[res["select"]]
-    files = sum(len(v) for v in res["old_expert_hashes"].values())
-    lines = [SECTION, "", f"Each new language branched {via} and was "
-             f"trained on {b['tokens_per_language']:,} tokens of it (LAPT); dense and seed LAPT "
-             f"were trained on all new languages together (sampled uniformly) for {b['dense_lapt_tokens']:,} tokens. "
-             "Perplexity on the test split (lower is better):", "", *_new_table(res), ""]
-    if old_tpb:
-        lines += [f"Tokens per byte of the old languages: mean {statistics.fmean(old_tpb):.3f}.",
-                  ""]
-    lines += ["Forgetting: perplexity on the old languages.", "", *_forgetting_table(res), "",
-              "Old experts' weight files byte-identical after adapting: "
-              f"{'**yes**' if res['old_experts_unchanged'] else '**NO**'} "
-              f"(sha256 of {files} files, before and after).", ""]
-    return "\n".join(lines)

@@ -133,7 +133,8 @@ def cmd_adapt(args) -> int:
     average, the parameter average of all experts) and is trained on it alone; dense and
     seed LAPT baselines get the same total budget. Results go to results.json ("adapt")
     and report.md. Resumable; a finished call is not repeated."""
-    from xelm.adapt import adapt, markdown_section
+    from xelm.adapt import adapt
+    from xelm.report.adapt import markdown_section
 
     out = adapt(args.run, args.languages.split(","), args.corpus, tokens=args.tokens,
                 select=args.select, features_file=args.features_file)

@@ -74,7 +74,7 @@ def _extra_sections(results: dict) -> list[str]:
     """Sections written by other commands (adapt, eval --downstream), when their results exist."""
     parts = []
     if "adapt" in results:
-        from xelm.adapt import markdown_section
+        from xelm.report.adapt import markdown_section
 
         parts += [markdown_section(results["adapt"]), ""]
     if "downstream" in results:

@@ -1,0 +1,118 @@
+"""Scoring an ``xelm adapt`` call: every model on the new languages, forgetting on the old.
+
+Scores are cached per model under ``adapt/<key>/eval/`` so an interrupted evaluation
+resumes; ``evaluate_call`` assembles the call's ``results.json["adapt"]``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from xelm.adapt import BASELINES, NEW_MODELS, language_streams, tokens_per_byte
+from xelm.config import Config
+from xelm.io import read_json, write_json
+from xelm.rundir import RunDir
+
+
+def score_streams(cfg: Config, streams: dict, scorer_for) -> dict:
+    """``{lang: metrics}``; ``scorer_for(lang)(ids, *block_rows)`` -> target log-probs."""
+    import torch
+
+    from xelm.evaluate.perplexity import metrics, stream_nll
+
+    out = {}
+    with torch.inference_mode():
+        for lang, (tokens, nbytes) in streams.items():
+            nll, count = stream_nll(scorer_for(lang), tokens, cfg.model.context,
+                                    cfg.eval.batch_size)
+            out[lang] = metrics(nll, count, nbytes)
+    return out
+
+
+def _cached(path: Path, compute) -> dict:
+    if not path.is_file():
+        write_json(path, compute())
+    return read_json(path)
+
+
+def _scores(cfg: Config, rd: RunDir, key: str, new: list[str], old: list[str]) -> dict:
+    """Test-split metrics of every model: new languages for all, old ones for dense/x-ELM."""
+    from xelm.experts.manifest import ExpertSet
+    from xelm.experts.store import load_causal_lm
+    from xelm.infer.mixture import score_targets, target_logprobs
+
+    cap = cfg.eval.max_tokens_per_language
+    streams_new, streams_all = language_streams(rd, new, "test", cap), language_streams(rd, old + new, "test", cap)
+    folders = {"seed": rd.seed, "dense": rd.dense,
+               **{k: rd.root / "adapt" / key / v for k, v in BASELINES.items()}}
+
+    def single(folder: Path, streams: dict) -> dict:
+        model = load_causal_lm(folder)
+        return score_streams(cfg, streams, lambda lang: lambda ids, *_: target_logprobs(model, ids))
+
+    def top1() -> dict:
+        experts = ExpertSet.load(rd.root)
+        return score_streams(cfg, streams_all,
+                      lambda lang: lambda ids, *_: score_targets(experts, ids, "top1", lang=lang))
+
+    cache = rd.root / "adapt" / key / "eval"
+    scores = {name: _cached(cache / f"{name}.json", lambda f=folder, name=name: single(
+        f, streams_all if name in ("dense", "dense_lapt") else streams_new))
+        for name, folder in folders.items()}
+    scores["xelm_top1"] = _cached(cache / "xelm_top1.json", top1)
+    return scores
+
+
+def _pick(scores: dict, metric: str, model: str, langs: list[str]) -> dict[str, float]:
+    return {lang: scores[model][lang][metric] for lang in langs}
+
+
+def _forgetting(scores: dict, old: list[str], earlier: dict) -> dict:
+    """Old-language metrics: dense before/after LAPT; x-ELM top-1 now and in the run's eval."""
+    out = {}
+    for metric in ("perplexity", "bits_per_byte"):
+        before = earlier.get(metric, {}).get("xelm_top1", {})
+        out[metric] = {m: _pick(scores, metric, m, old)
+                       for m in ("dense", "dense_lapt", "xelm_top1")}
+        out[metric]["xelm_top1_before"] = {lang: before[lang] for lang in old if lang in before}
+    return out
+
+
+def summary(res: dict) -> dict:
+    """Headline numbers: new languages vs dense LAPT; mean / largest old-language change."""
+    ppl, f = res["perplexity"], res["forgetting"]["perplexity"]
+    change = lambda a, b, langs: [a[x] / b[x] - 1 for x in langs if x in b]  # noqa: E731
+    vs_dense = change(ppl["xelm_top1"], ppl["dense_lapt"], res["languages"])
+    forget = change(f["dense_lapt"], f["dense"], res["old_languages"])
+    xelm = change(f["xelm_top1"], f["xelm_top1_before"], res["old_languages"])
+    return {"new_wins_vs_dense_lapt": sum(v <= 0 for v in vs_dense),
+            "new_mean_ppl_change_vs_dense_lapt": statistics.fmean(vs_dense),
+            "old_mean_ppl_change_dense_lapt": statistics.fmean(forget) if forget else None,
+            "old_max_ppl_change_dense_lapt": max(forget) if forget else None,
+            "old_max_abs_ppl_change_xelm": max(map(abs, xelm)) if xelm else None}
+
+
+def evaluate_call(cfg: Config, rd: RunDir, key: str, call: dict, record: dict,
+                  manifest: dict, hashes: dict) -> dict:
+    new = call["languages"]
+    old = [lang for lang in manifest["language_to_expert"] if lang not in new]
+    scores = _scores(cfg, rd, key, new, old)
+    tokens = lambda folder: read_json(folder / "train_state.json")["tokens"]  # noqa: E731
+    experts = call["experts"].values()
+    stats = read_json(rd.data / "prepare.json")["stats"]
+    res = {"languages": new, "old_languages": old, "select": call["select"],
+           "features_file": call["features_file"], "scores": call["scores"],
+           "parents": call["parents"], "experts": call["experts"],
+           "budget": {"tokens_per_language": call["tokens"],
+                      "expert_tokens": {n: tokens(rd.experts / n) for n in experts},
+                      **{f"{k}_tokens": tokens(rd.root / "adapt" / key / v)
+                         for k, v in BASELINES.items()}},
+           "perplexity": {m: _pick(scores, "perplexity", m, new) for m in NEW_MODELS},
+           "bits_per_byte": {m: _pick(scores, "bits_per_byte", m, new) for m in NEW_MODELS},
+           "tokens_per_byte": {x: tokens_per_byte(record["languages"][x]["stats"]) for x in new},
+           "tokens_per_byte_old": {x: tokens_per_byte(stats[x]) for x in old if x in stats},
+           "forgetting": _forgetting(scores, old, read_json(rd.results)),
+           "old_experts_unchanged": hashes["unchanged"], "old_expert_hashes": hashes["sha256"]}
+    res["summary"] = summary(res)
+    return res
