@@ -1,14 +1,17 @@
 """Adding languages on real text: new experts vs dense and seed LAPT, per parent selection.
 
-Each selection adapts its own copy of the headline run (``bench/quality.py``'s typology8,
-16 languages, 8 experts) to the same new languages with ``xelm adapt``, so the results do
-not depend on each other; each copy is a resumable run directory.
+Each selection adapts its own copy of a finished run (default: the headline run,
+``bench/quality.py``'s typology8, 16 languages, 8 experts) to the same new languages with
+``xelm adapt``, so the results do not depend on each other; each copy is a resumable run
+directory.
 
     python bench/quality.py --corpus ../shared/corpus --variants typology8   # once
-    python bench/adapt.py --corpus ../shared/corpus --select typology,average
+    python bench/adapt.py --corpus ../shared/corpus --select typology,average --tokens 500000
+    # a seed-dominated run of the regime map (seed 6M, x-BTM 1.5M), its own LAPT budget:
+    python bench/adapt.py --corpus ../shared/corpus --base runs/bench-regime/d32-seed6M-1500k \
+        --prefix d32-seed6M- --select typology,average
 
-Writes ``bench/results/adapt-real.json``: per run (``<select>``, or the name given with
-``--name``) the command and ``results.json["adapt"]`` (perplexity and bits per byte on
+Writes ``bench/results/adapt-real.json``: per run (``<prefix><select>``) the command and ``results.json["adapt"]`` (perplexity and bits per byte on
 the new languages for every model, forgetting, parents, budgets, old-expert hashes), and
 a one-line summary per run. Runs already in the file are kept.
 """
@@ -31,16 +34,17 @@ HEADLINE = ROOT / "runs" / "bench-quality" / "typology8"
 LANGUAGES = "fi,hu,id,ha,th"
 
 
-def adapt_copy(run: Path, corpus: str, languages: str, tokens: int, select: str) -> dict:
+def adapt_copy(base: Path, run: Path, corpus: str, languages: str, tokens: int | None,
+               select: str) -> dict:
     from xelm.cli import main
 
     if not run.exists():
-        if not (HEADLINE / "results.json").is_file():
-            raise SystemExit(f"{HEADLINE} is not a finished run: first run "
-                             "`python bench/quality.py --corpus DIR --variants typology8`")
-        shutil.copytree(HEADLINE, run)
-    args = ["adapt", str(run), "--languages", languages, "--corpus", corpus,
-            "--tokens", str(tokens), "--select", select]
+        if not (base / "results.json").is_file():
+            raise SystemExit(f"{base} is not a finished run (for the headline: "
+                             "`python bench/quality.py --corpus DIR --variants typology8`)")
+        shutil.copytree(base, run)
+    args = ["adapt", str(run), "--languages", languages, "--corpus", corpus, "--select", select]
+    args += [] if tokens is None else ["--tokens", str(tokens)]
     if main(args) != 0:
         raise SystemExit(f"adapting {run} failed; see {run / 'xelm.log'}")
     timing = json.loads((run / "timing.json").read_text())
@@ -63,22 +67,24 @@ def main() -> None:
     parser.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-adapt"))
     parser.add_argument("--languages", default=LANGUAGES)
-    parser.add_argument("--tokens", type=int, default=500_000, help="LAPT tokens per language")
+    parser.add_argument("--base", default=str(HEADLINE), help="the finished run to adapt copies of")
+    parser.add_argument("--tokens", type=int,
+                        help="LAPT tokens per language (default: the run's per-expert budget)")
     parser.add_argument("--select", default="typology,average",
                         help="comma-separated parent selections: typology, ppl, average")
-    parser.add_argument("--name", help="result name (one selection only); default: the selection")
+    parser.add_argument("--prefix", default="", help="result and run name prefix")
     args = parser.parse_args()
     selects = args.select.split(",")
-    if args.name and len(selects) > 1:
-        parser.error("--name needs a single --select")
     path = ROOT / "bench" / "results" / "adapt-real.json"
     report = json.loads(path.read_text()) if path.exists() else {"runs": {}}
     for select in selects:
-        name = args.name or select
-        res = adapt_copy(Path(args.out) / name, args.corpus, args.languages, args.tokens, select)
-        report["runs"][name] = {
-            "command": f"python bench/adapt.py --languages {args.languages} --tokens "
-                       f"{args.tokens} --select {select}" + (f" --name {name}" if args.name else ""),
+        name = args.prefix + select
+        res = adapt_copy(Path(args.base), Path(args.out) / name, args.corpus, args.languages,
+                         args.tokens, select)
+        report["runs"][name] = {"base": args.base, "command": " ".join(
+            ["python bench/adapt.py --languages", args.languages, "--select", select]
+            + (["--tokens", str(args.tokens)] if args.tokens else [])
+            + (["--base", args.base, "--prefix", args.prefix] if args.prefix else [])),
             "adapt": res}
     report.update(date=time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine=platform.machine(),
                   cpus=os.cpu_count(), omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
