@@ -250,7 +250,8 @@ class XelmLM(TemplateLM):
                                  "continuations (xelm tasks build --max-continuation-tokens)")
             whole = (ctx + cont)[-(self.max_length + 1):]
             items.append((whole, len(cont)))
-        routes = self._routes([self.tok_decode(ctx) for _, ctx, _ in requests])
+        langid = self.method == "top1_langid"  # only then is the context text needed
+        routes = self._routes([self.tok_decode(ctx) if langid else "" for _, ctx, _ in requests])
         # batches share a route; within a route, longest first
         order = sorted(range(len(items)), key=lambda i: (repr(routes[i]), -len(items[i][0])))
         batches, start = [], 0
