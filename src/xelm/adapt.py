@@ -247,14 +247,14 @@ def typology_distances(new: list[str], old: list[str], features: str,
 def expert_perplexities(cfg: Config, rd: RunDir, langs: list[str],
                         split: str = "valid") -> dict[str, dict[str, float]]:
     """Perplexity of every expert of the set on each language's ``split``."""
-    from xelm.evaluate.adapt import score_streams
+    from xelm.evaluate.stage import score_languages
     from xelm.experts.manifest import ExpertSet
     from xelm.infer.mixture import target_logprobs
 
     experts = ExpertSet.load(rd.root)
     streams = language_streams(rd, langs, split, cfg.eval.max_tokens_per_language)
-    table = {name: score_streams(cfg, streams,
-                          lambda lang, m=model: lambda ids, *_: target_logprobs(m, ids))
+    table = {name: score_languages(cfg, streams, lambda lang, m=model: lambda ids, *_:
+                                   target_logprobs(m, ids), name)
              for name, model in experts.models.items()}
     return {lang: {name: table[name][lang]["perplexity"] for name in experts.names}
             for lang in langs}

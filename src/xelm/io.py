@@ -40,3 +40,12 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def cached_json(path: str | Path, compute) -> Any:
+    """``path``'s JSON if it exists, else ``compute()``, written there first (resumable work)."""
+    if Path(path).is_file():
+        return read_json(path)
+    result = compute()
+    write_json(path, result)
+    return result

@@ -11,29 +11,9 @@ from pathlib import Path
 
 from xelm.adapt import BASELINES, NEW_MODELS, language_streams, tokens_per_byte
 from xelm.config import Config
-from xelm.io import read_json, write_json
+from xelm.evaluate.stage import score_languages
+from xelm.io import cached_json, read_json
 from xelm.rundir import RunDir
-
-
-def score_streams(cfg: Config, streams: dict, scorer_for) -> dict:
-    """``{lang: metrics}``; ``scorer_for(lang)(ids, *block_rows)`` -> target log-probs."""
-    import torch
-
-    from xelm.evaluate.perplexity import metrics, stream_nll
-
-    out = {}
-    with torch.inference_mode():
-        for lang, (tokens, nbytes) in streams.items():
-            nll, count = stream_nll(scorer_for(lang), tokens, cfg.model.context,
-                                    cfg.eval.batch_size)
-            out[lang] = metrics(nll, count, nbytes)
-    return out
-
-
-def _cached(path: Path, compute) -> dict:
-    if not path.is_file():
-        write_json(path, compute())
-    return read_json(path)
 
 
 def _scores(cfg: Config, rd: RunDir, key: str, new: list[str], old: list[str]) -> dict:
@@ -43,24 +23,26 @@ def _scores(cfg: Config, rd: RunDir, key: str, new: list[str], old: list[str]) -
     from xelm.infer.mixture import score_targets, target_logprobs
 
     cap = cfg.eval.max_tokens_per_language
-    streams_new, streams_all = language_streams(rd, new, "test", cap), language_streams(rd, old + new, "test", cap)
+    streams_new = language_streams(rd, new, "test", cap)
+    streams_all = language_streams(rd, old + new, "test", cap)
     folders = {"seed": rd.seed, "dense": rd.dense,
                **{k: rd.root / "adapt" / key / v for k, v in BASELINES.items()}}
 
-    def single(folder: Path, streams: dict) -> dict:
+    def single(name: str, folder: Path, streams: dict) -> dict:
         model = load_causal_lm(folder)
-        return score_streams(cfg, streams, lambda lang: lambda ids, *_: target_logprobs(model, ids))
+        return score_languages(cfg, streams,
+                               lambda lang: lambda ids, *_: target_logprobs(model, ids), name)
 
     def top1() -> dict:
         experts = ExpertSet.load(rd.root)
-        return score_streams(cfg, streams_all,
-                      lambda lang: lambda ids, *_: score_targets(experts, ids, "top1", lang=lang))
+        return score_languages(cfg, streams_all, lambda lang: lambda ids, *_: score_targets(
+            experts, ids, "top1", lang=lang), "xelm_top1")
 
     cache = rd.root / "adapt" / key / "eval"
-    scores = {name: _cached(cache / f"{name}.json", lambda f=folder, name=name: single(
-        f, streams_all if name in ("dense", "dense_lapt") else streams_new))
+    scores = {name: cached_json(cache / f"{name}.json", lambda f=folder, name=name: single(
+        name, f, streams_all if name in ("dense", "dense_lapt") else streams_new))
         for name, folder in folders.items()}
-    scores["xelm_top1"] = _cached(cache / "xelm_top1.json", top1)
+    scores["xelm_top1"] = cached_json(cache / "xelm_top1.json", top1)
     return scores
 
 

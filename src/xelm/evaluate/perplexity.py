@@ -25,6 +25,14 @@ def stream_blocks(tokens: np.ndarray, context: int) -> list[np.ndarray]:
     return [np.asarray(tokens[s:s + context + 1], dtype=np.int64) for s in starts]
 
 
+def block_batches(blocks: list[np.ndarray], context: int, batch_size: int) -> list[list[int]]:
+    """Indices of ``blocks`` in batches: full blocks ``batch_size`` at a time, then each
+    shorter block on its own (blocks in a batch must have one length)."""
+    full = [i for i, b in enumerate(blocks) if len(b) == context + 1]
+    batches = [full[s:s + batch_size] for s in range(0, len(full), batch_size)]
+    return batches + [[i] for i, b in enumerate(blocks) if len(b) != context + 1]
+
+
 def stream_nll(score: Scorer, tokens: np.ndarray, context: int, batch_size: int) -> tuple[float, int]:
     """Total negative log-likelihood (nats) of ``tokens[1:]`` and the count predicted.
 
@@ -34,11 +42,8 @@ def stream_nll(score: Scorer, tokens: np.ndarray, context: int, batch_size: int)
     import torch
 
     blocks = stream_blocks(tokens, context)
-    full = [i for i, b in enumerate(blocks) if len(b) == context + 1]
-    batches = [full[s:s + batch_size] for s in range(0, len(full), batch_size)]
-    batches += [[i] for i, b in enumerate(blocks) if len(b) != context + 1]
     nll, count = 0.0, 0
-    for rows in batches:
+    for rows in block_batches(blocks, context, batch_size):
         logp = score(torch.from_numpy(np.stack([blocks[i] for i in rows])), rows)
         nll -= float(logp.double().sum())
         count += logp.numel()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from xelm.config import Config
-from xelm.io import read_json, write_json
+from xelm.io import cached_json, read_json, write_json
 from xelm.rundir import RunDir
 
 log = logging.getLogger("xelm")
@@ -23,25 +23,25 @@ def _test_streams(cfg: Config, rd: RunDir) -> dict:
         cfg.eval.max_tokens_per_language) for lang in info["languages"]}
 
 
-def _score_languages(cfg: Config, streams: dict, scorer_for, desc: str) -> dict:
+def score_languages(cfg: Config, streams: dict, scorer_for, desc: str) -> dict:
+    """``{lang: metrics}`` of ``streams`` (``{lang: (tokens, bytes)}``);
+    ``scorer_for(lang)(ids, rows)`` gives the target log-probs of a batch of blocks."""
+    import torch
     from tqdm.auto import tqdm
 
     from xelm.evaluate.perplexity import metrics, stream_nll
 
     out = {}
-    for lang, (tokens, nbytes) in tqdm(streams.items(), desc=desc, unit="lang", leave=False):
-        nll, count = stream_nll(scorer_for(lang), tokens, cfg.model.context, cfg.eval.batch_size)
-        out[lang] = metrics(nll, count, nbytes)
+    with torch.inference_mode():
+        for lang, (tokens, nbytes) in tqdm(streams.items(), desc=desc, unit="lang", leave=False):
+            nll, count = stream_nll(scorer_for(lang), tokens, cfg.model.context,
+                                    cfg.eval.batch_size)
+            out[lang] = metrics(nll, count, nbytes)
     return out
 
 
 def _cached(rd: RunDir, key: str, compute) -> dict:
-    path = rd.eval_cache / f"{key}.json"
-    if path.is_file():
-        return read_json(path)
-    result = compute()
-    write_json(path, result)
-    return result
+    return cached_json(rd.eval_cache / f"{key}.json", compute)
 
 
 def evaluate(cfg: Config, rd: RunDir) -> dict:
@@ -61,14 +61,15 @@ def _evaluate(cfg: Config, rd: RunDir) -> dict:
     for key, folder in (("seed", rd.seed), ("dense", rd.dense)):
         def single(folder=folder, key=key):
             model = load_causal_lm(folder)
-            return _score_languages(cfg, streams, lambda lang: lambda ids, rows: target_logprobs(model, ids), key)
+            return score_languages(cfg, streams, lambda lang: lambda ids, rows:
+                                   target_logprobs(model, ids), key)
         scores[key] = _cached(rd, key, single)
     experts = _LazyExperts(rd)
     for method in cfg.eval.methods:
         scores[f"xelm_{method}"] = _cached(
             rd, f"xelm_{method}",
-            lambda method=method: _score_languages(cfg, streams, _method_scorer(cfg, rd, experts, method, streams),
-                                                   f"xelm_{method}"))
+            lambda method=method: score_languages(
+                cfg, streams, _method_scorer(cfg, rd, experts, method, streams), f"xelm_{method}"))
     return write_results(cfg, rd, scores)
 
 
@@ -186,7 +187,7 @@ def _posterior_context_scorer(cfg: Config, experts: _LazyExperts, streams: dict)
     import numpy as np
     import torch
 
-    from xelm.evaluate.perplexity import stream_blocks
+    from xelm.evaluate.perplexity import block_batches, stream_blocks
     from xelm.infer.mixture import target_logprobs
     from xelm.infer.routers import Posterior
 
@@ -195,12 +196,8 @@ def _posterior_context_scorer(cfg: Config, experts: _LazyExperts, streams: dict)
         models = [es.models[n] for n in es.names]
         k = len(models)
         blocks = stream_blocks(streams[lang][0], cfg.model.context)
-        size = cfg.eval.batch_size
         lp: list[torch.Tensor | None] = [None] * len(blocks)  # [k, len - 1] per block
-        full = [i for i, b in enumerate(blocks) if len(b) == cfg.model.context + 1]
-        groups = [full[s:s + size] for s in range(0, len(full), size)]
-        groups += [[i] for i in sorted(set(range(len(blocks))) - set(full))]
-        for rows in groups:
+        for rows in block_batches(blocks, cfg.model.context, cfg.eval.batch_size):
             ids = torch.from_numpy(np.stack([blocks[i] for i in rows]))
             out = torch.stack([target_logprobs(m, ids) for m in models])  # [k, B, T]
             for j, r in enumerate(rows):
