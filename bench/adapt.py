@@ -81,10 +81,13 @@ def main() -> None:
         name = args.prefix + select
         res = adapt_copy(Path(args.base), Path(args.out) / name, args.corpus, args.languages,
                          args.tokens, select)
-        report["runs"][name] = {"base": args.base, "command": " ".join(
+        base = Path(args.base).resolve()
+        base = str(base.relative_to(ROOT)) if base.is_relative_to(ROOT) else str(base)
+        report["runs"][name] = {"base": base, "command": " ".join(
             ["python bench/adapt.py --languages", args.languages, "--select", select]
             + (["--tokens", str(args.tokens)] if args.tokens else [])
-            + (["--base", args.base, "--prefix", args.prefix] if args.prefix else [])),
+            + (["--base", base] if Path(args.base).resolve() != HEADLINE else [])
+            + (["--prefix", args.prefix] if args.prefix else [])),
             "adapt": res}
     report.update(date=time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine=platform.machine(),
                   cpus=os.cpu_count(), omp_num_threads=os.environ.get("OMP_NUM_THREADS"))
