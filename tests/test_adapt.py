@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 
@@ -111,8 +112,11 @@ def test_new_language_is_learned_and_only_dense_forgets(adapted):
     assert {k: results[k] for k in before["results"]} == before["results"]  # nothing dropped
     res = results["adapt"]
     ppl = res["perplexity"]
-    assert set(ppl) == {"seed", "dense", "seed_lapt", "dense_lapt", "xelm_top1"}
+    assert set(ppl) == {"seed", "dense", "seed_lapt", "dense_lapt", "xelm_top1", "xelm_posterior"}
     assert ppl["xelm_top1"]["qad"] < ppl["seed"]["qad"]
+    # the unlabelled posterior ensemble finds the new expert: far closer to it than to the seed
+    assert abs(math.log(ppl["xelm_posterior"]["qad"] / ppl["xelm_top1"]["qad"])) < \
+        abs(math.log(ppl["seed"]["qad"] / ppl["xelm_top1"]["qad"])) / 2
     assert ppl["dense_lapt"]["qad"] < ppl["dense"]["qad"]
     forget = res["forgetting"]["perplexity"]
     assert all(forget["dense_lapt"][l] > forget["dense"][l] for l in ("qaa", "qab"))

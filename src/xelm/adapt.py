@@ -45,7 +45,7 @@ SPLITS = ("train", "valid", "test")
 SELECTIONS = ("typology", "ppl", "average")
 AVERAGE = "average"  # the parent name of experts branched from the average of the set
 BASELINES = {"dense_lapt": "dense-lapt", "seed_lapt": "seed-lapt"}
-NEW_MODELS = ("seed", "dense", "seed_lapt", "dense_lapt", "xelm_top1")
+NEW_MODELS = ("seed", "dense", "seed_lapt", "dense_lapt", "xelm_top1", "xelm_posterior")
 
 
 class AdaptError(ValueError):

@@ -11,9 +11,13 @@ from pathlib import Path
 
 from xelm.adapt import BASELINES, NEW_MODELS, language_streams, tokens_per_byte
 from xelm.config import Config
-from xelm.evaluate.stage import score_languages
+from xelm.evaluate.stage import LazyExperts, method_scorer, score_languages
 from xelm.io import cached_json, read_json
 from xelm.rundir import RunDir
+
+# The adapted set as one model on the new languages: every expert, new and old, weighted
+# by its posterior given the preceding block and the block's prefix (no language label).
+POSTERIOR_METHOD = "ensemble_posterior_context"
 
 
 def _scores(cfg: Config, rd: RunDir, key: str, new: list[str], old: list[str]) -> dict:
@@ -38,11 +42,16 @@ def _scores(cfg: Config, rd: RunDir, key: str, new: list[str], old: list[str]) -
         return score_languages(cfg, streams_all, lambda lang: lambda ids, *_: score_targets(
             experts, ids, "top1", lang=lang), "xelm_top1")
 
+    def posterior() -> dict:  # the whole adapted set, no language label: BTM's posterior
+        scorer = method_scorer(cfg, rd, LazyExperts(rd), POSTERIOR_METHOD, streams_new)
+        return score_languages(cfg, streams_new, scorer, "xelm_posterior")
+
     cache = rd.root / "adapt" / key / "eval"
     scores = {name: cached_json(cache / f"{name}.json", lambda f=folder, name=name: single(
         name, f, streams_all if name in ("dense", "dense_lapt") else streams_new))
         for name, folder in folders.items()}
     scores["xelm_top1"] = cached_json(cache / "xelm_top1.json", top1)
+    scores["xelm_posterior"] = cached_json(cache / "xelm_posterior.json", posterior)
     return scores
 
 
@@ -62,14 +71,18 @@ def _forgetting(scores: dict, old: list[str], earlier: dict) -> dict:
 
 
 def summary(res: dict) -> dict:
-    """Headline numbers: new languages vs dense LAPT; mean / largest old-language change."""
+    """Headline numbers: new languages vs dense LAPT (the new expert alone, by language label,
+    and the posterior ensemble of the whole set); mean / largest old-language change."""
     ppl, f = res["perplexity"], res["forgetting"]["perplexity"]
     change = lambda a, b, langs: [a[x] / b[x] - 1 for x in langs if x in b]  # noqa: E731
     vs_dense = change(ppl["xelm_top1"], ppl["dense_lapt"], res["languages"])
+    posterior = change(ppl["xelm_posterior"], ppl["dense_lapt"], res["languages"])
     forget = change(f["dense_lapt"], f["dense"], res["old_languages"])
     xelm = change(f["xelm_top1"], f["xelm_top1_before"], res["old_languages"])
     return {"new_wins_vs_dense_lapt": sum(v <= 0 for v in vs_dense),
             "new_mean_ppl_change_vs_dense_lapt": statistics.fmean(vs_dense),
+            "new_wins_vs_dense_lapt_posterior": sum(v <= 0 for v in posterior),
+            "new_mean_ppl_change_vs_dense_lapt_posterior": statistics.fmean(posterior),
             "old_mean_ppl_change_dense_lapt": statistics.fmean(forget) if forget else None,
             "old_max_ppl_change_dense_lapt": max(forget) if forget else None,
             "old_max_abs_ppl_change_xelm": max(map(abs, xelm)) if xelm else None}

@@ -64,16 +64,16 @@ def _evaluate(cfg: Config, rd: RunDir) -> dict:
             return score_languages(cfg, streams, lambda lang: lambda ids, rows:
                                    target_logprobs(model, ids), key)
         scores[key] = _cached(rd, key, single)
-    experts = _LazyExperts(rd)
+    experts = LazyExperts(rd)
     for method in cfg.eval.methods:
         scores[f"xelm_{method}"] = _cached(
             rd, f"xelm_{method}",
             lambda method=method: score_languages(
-                cfg, streams, _method_scorer(cfg, rd, experts, method, streams), f"xelm_{method}"))
+                cfg, streams, method_scorer(cfg, rd, experts, method, streams), f"xelm_{method}"))
     return write_results(cfg, rd, scores)
 
 
-class _LazyExperts:
+class LazyExperts:
     """Load the expert set once, only if some method still needs scoring."""
 
     def __init__(self, rd: RunDir):
@@ -87,7 +87,7 @@ class _LazyExperts:
         return self._set
 
 
-def _method_scorer(cfg: Config, rd: RunDir, experts: _LazyExperts, method: str, streams: dict):
+def method_scorer(cfg: Config, rd: RunDir, experts: LazyExperts, method: str, streams: dict):
     """lang -> score(ids, rows) for one inference method."""
     from xelm.infer.mixture import score_targets
 
@@ -138,7 +138,7 @@ def _langid_weigher(texts: list[str], es):
     return log_w
 
 
-def _context_scorer(cfg: Config, experts: _LazyExperts, streams: dict, weigh):
+def _context_scorer(cfg: Config, experts: LazyExperts, streams: dict, weigh):
     """Route each block by the text of the block before it (no look-ahead).
 
     ``weigh(texts, expert_set)`` gives log-weights ``[k, len(texts)]``. The first block
@@ -173,7 +173,7 @@ def _context_scorer(cfg: Config, experts: _LazyExperts, streams: dict, weigh):
 PRIOR_FLOOR = 1e-3
 
 
-def _posterior_context_scorer(cfg: Config, experts: _LazyExperts, streams: dict):
+def _posterior_context_scorer(cfg: Config, experts: LazyExperts, streams: dict):
     """BTM's posterior with the preceding block as evidence too.
 
     A block's prior is the posterior after the block before it (each expert's likelihood

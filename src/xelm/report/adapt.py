@@ -16,7 +16,9 @@ def _change(new: float, old: float | None) -> str:
 def _new_table(res: dict) -> list[str]:
     ppl, bpb = res["perplexity"], res["bits_per_byte"]
     lines = ["| language | parent (via) | tokens/byte | seed | dense | seed LAPT | dense LAPT | "
-             "x-ELM new expert | vs dense LAPT | bits/byte dense LAPT | x-ELM |", "|---" * 11 + "|"]
+             "x-ELM new expert | x-ELM posterior ensemble | new expert vs dense LAPT | "
+             "ensemble vs dense LAPT | bits/byte dense LAPT | x-ELM new expert |",
+             "|---" * 13 + "|"]
     for lang in res["languages"]:
         p = res["parents"][lang]
         cells = " | ".join(f"{ppl[m][lang]:.2f}" for m in NEW_MODELS)
@@ -24,6 +26,7 @@ def _new_table(res: dict) -> list[str]:
         lines.append(f"| {lang} | {p['parent']} ({p['via']}{value}) | "
                      f"{res['tokens_per_byte'][lang]:.3f} | {cells} | "
                      f"{_change(ppl['xelm_top1'][lang], ppl['dense_lapt'][lang])} | "
+                     f"{_change(ppl['xelm_posterior'][lang], ppl['dense_lapt'][lang])} | "
                      f"{bpb['dense_lapt'][lang]:.3f} | {bpb['xelm_top1'][lang]:.3f} |")
     return lines
 
@@ -51,7 +54,9 @@ def markdown_section(res: dict) -> str:
     lines = [SECTION, "", f"Each new language branched {via} and was "
              f"trained on {b['tokens_per_language']:,} tokens of it (LAPT); dense and seed LAPT "
              f"were trained on all new languages together (sampled uniformly) for {b['dense_lapt_tokens']:,} tokens. "
-             "Perplexity on the test split (lower is better):", "", *_new_table(res), ""]
+             "Perplexity on the test split (lower is better; x-ELM new expert: top-1 by the language "
+             "label; posterior ensemble: every expert of the adapted set, weighted by its "
+             "posterior on the preceding block and the prefix, no label):", "", *_new_table(res), ""]
     if old_tpb:
         lines += [f"Tokens per byte of the old languages: mean {statistics.fmean(old_tpb):.3f}.",
                   ""]
