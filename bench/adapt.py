@@ -54,12 +54,14 @@ def adapt_copy(base: Path, run: Path, corpus: str, languages: str, tokens: int |
 
 def line(name: str, res: dict) -> str:
     ppl = res["perplexity"]
-    change = {lang: ppl["xelm_top1"][lang] / ppl["dense_lapt"][lang] - 1
-              for lang in res["languages"]}
-    s = res["summary"]
-    return (f"{name}: new experts beat dense LAPT on {s['new_wins_vs_dense_lapt']}/"
-            f"{len(change)} (" + ", ".join(f"{k} {100 * v:+.1f}%" for k, v in change.items())
-            + f"); old experts unchanged: {res['old_experts_unchanged']}")
+
+    def versus(model: str) -> str:  # wins and per-language change against dense LAPT
+        change = {lang: ppl[model][lang] / ppl["dense_lapt"][lang] - 1 for lang in res["languages"]}
+        return (f"{sum(v <= 0 for v in change.values())}/{len(change)} ("
+                + ", ".join(f"{k} {100 * v:+.1f}%" for k, v in change.items()) + ")")
+    ensemble = f"; posterior ensemble {versus('xelm_posterior')}" if "xelm_posterior" in ppl else ""
+    return (f"{name}: new experts beat dense LAPT on {versus('xelm_top1')}{ensemble}; "
+            f"old experts unchanged: {res['old_experts_unchanged']}")
 
 
 def main() -> None:

@@ -42,11 +42,24 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
+# Keys naming files or folders: two spellings of one place (relative from here, absolute)
+# are the same setting.
+PATH_KEYS = ("corpus.path", "allocate.features_file", "model.base")
+
+
+def _same(key: str, a: object, b: object) -> bool:
+    if a == b:
+        return True
+    if key in PATH_KEYS and isinstance(a, str) and isinstance(b, str):
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+    return False
+
+
 def config_differences(old: dict, new: dict) -> list[str]:
     a, b = _flatten(old), _flatten(new)
     keys = sorted(set(a) | set(b))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys
-            if a.get(k) != b.get(k) and not k.startswith(MUTABLE_PREFIXES)]
+            if not _same(k, a.get(k), b.get(k)) and not k.startswith(MUTABLE_PREFIXES)]
 
 
 def _aside_name(root: Path) -> Path:

@@ -139,6 +139,22 @@ def test_run_directory_of_another_config_is_refused_untouched(tmp_path, capsys):
     assert not (out / "data").exists()
 
 
+def test_corpus_path_spelt_another_way_resumes_but_another_folder_is_refused(tmp_path,
+                                                                            monkeypatch):
+    from xelm.rundir import RunDirError
+
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    _open(out, "corpus.source=dir", "corpus.path=corpus")
+    _open(out, "corpus.source=dir", f"corpus.path={tmp_path / 'corpus'}")  # same folder
+    _open(out, "corpus.source=dir", "corpus.path=./other/../corpus/")
+    with pytest.raises(RunDirError, match="corpus.path"):
+        _open(out, "corpus.source=dir", "corpus.path=other")
+    assert not list(tmp_path.glob("run.old-*"))
+
+
 def test_force_moves_the_old_run_aside_and_deletes_nothing(tmp_path):
     out = tmp_path / "run"
     _open(out, "train.tokens=1000000")
