@@ -250,6 +250,12 @@ def test_average_selection_branches_from_the_mean_of_all_experts(adapted, tmp_pa
     job = _jobs(load_run(rd), rd, read_record(rd), "qad", call, manifest)[0]
     assert (job.name, job.init_dir) == ("average+qad", out / "adapt" / "qad" / "average")
     assert "parameter average of all experts" in markdown_section(res)
+    # results of an earlier version, without the posterior-ensemble score, still render
+    earlier = {**res, "perplexity": {k: v for k, v in res["perplexity"].items()
+                                     if k != "xelm_posterior"}}
+    row = next(line for line in markdown_section(earlier).splitlines()
+               if line.startswith("| qad |"))
+    assert row.count(" - |") == 2
 
 
 def torch_close(a, b) -> bool:

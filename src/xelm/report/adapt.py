@@ -9,8 +9,8 @@ from xelm.adapt import NEW_MODELS
 SECTION = "## Adding languages"
 
 
-def _change(new: float, old: float | None) -> str:
-    return "-" if old is None else f"{100 * (new / old - 1):+.1f}%"
+def _change(new: float | None, old: float | None) -> str:
+    return "-" if new is None or old is None else f"{100 * (new / old - 1):+.1f}%"
 
 
 def _new_table(res: dict) -> list[str]:
@@ -21,12 +21,14 @@ def _new_table(res: dict) -> list[str]:
              "|---" * 13 + "|"]
     for lang in res["languages"]:
         p = res["parents"][lang]
-        cells = " | ".join(f"{ppl[m][lang]:.2f}" for m in NEW_MODELS)
+        # (results written before a model was scored lack it: "-")
+        got = {m: ppl[m][lang] if m in ppl else None for m in NEW_MODELS}
+        cells = " | ".join("-" if v is None else f"{v:.2f}" for v in got.values())
         value = "" if p["value"] is None else f", {p['value']:.3g}"
         lines.append(f"| {lang} | {p['parent']} ({p['via']}{value}) | "
                      f"{res['tokens_per_byte'][lang]:.3f} | {cells} | "
                      f"{_change(ppl['xelm_top1'][lang], ppl['dense_lapt'][lang])} | "
-                     f"{_change(ppl['xelm_posterior'][lang], ppl['dense_lapt'][lang])} | "
+                     f"{_change(got['xelm_posterior'], ppl['dense_lapt'][lang])} | "
                      f"{bpb['dense_lapt'][lang]:.3f} | {bpb['xelm_top1'][lang]:.3f} |")
     return lines
 
