@@ -262,3 +262,20 @@ def torch_close(a, b) -> bool:
     import torch
 
     return torch.allclose(a.float(), b.float(), atol=1e-6)
+
+
+@slow
+def test_a_later_average_also_averages_the_experts_added_before(adapted, tmp_path):
+    from xelm.experts.manifest import read_manifest
+
+    out = tmp_path / "run"
+    shutil.copytree(adapted[0], out)
+    added = read_manifest(out)["language_to_expert"]["qad"]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(out / "data" / "synthetic" / "qad.txt", corpus / "sv.txt")
+    res = adapt(out, ["sv"], corpus, tokens=2100, select="average")
+    assert list(res["scores"]["sv"]) == ["e0", "e1", added]  # BTM: every expert of the set
+    entry = read_manifest(out)["experts"][-1]
+    assert (entry["name"], entry["averaged"], entry["round"]) == ("average+sv", ["e0", "e1", added], 3)
+    assert res["old_experts_unchanged"] and added in res["old_expert_hashes"]
