@@ -213,7 +213,9 @@ def tfidf_log_weights(distances: Tensor, temperature: float = 0.1,
     d = torch.as_tensor(distances, dtype=torch.float32)
     if d.dim() != 2:
         raise ValueError(f"distances must be [B, k], got shape {tuple(d.shape)}")
-    return top_k_log(-(d.T ** 2) / temperature, top_k)
+    # squared in float64: a float32 square can underflow to 0 (e.g. 1e-30) and tie the
+    # nearest centre with a farther one, which top-k may then drop
+    return top_k_log(-(d.T.double() ** 2) / temperature, top_k).float()
 
 
 def estimate_prior(expert_logprobs: Tensor, mask: Tensor | None = None) -> Tensor:
