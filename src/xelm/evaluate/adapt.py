@@ -22,9 +22,8 @@ POSTERIOR_METHOD = "ensemble_posterior_context"
 
 def _scores(cfg: Config, rd: RunDir, key: str, new: list[str], old: list[str]) -> dict:
     """Test-split metrics of every model: new languages for all, old ones for dense/x-ELM."""
-    from xelm.experts.manifest import ExpertSet
     from xelm.experts.store import load_causal_lm
-    from xelm.infer.mixture import score_targets, target_logprobs
+    from xelm.infer.mixture import target_logprobs
 
     cap = cfg.eval.max_tokens_per_language
     streams_new = language_streams(rd, new, "test", cap)
@@ -37,21 +36,21 @@ def _scores(cfg: Config, rd: RunDir, key: str, new: list[str], old: list[str]) -
         return score_languages(cfg, streams,
                                lambda lang: lambda ids, *_: target_logprobs(model, ids), name)
 
-    def top1() -> dict:
-        experts = ExpertSet.load(rd.root)
-        return score_languages(cfg, streams_all, lambda lang: lambda ids, *_: score_targets(
-            experts, ids, "top1", lang=lang), "xelm_top1")
+    experts = LazyExperts(rd)  # loaded once, only if an x-ELM score is not cached yet
 
-    def posterior() -> dict:  # the whole adapted set, no language label: BTM's posterior
-        scorer = method_scorer(cfg, rd, LazyExperts(rd), POSTERIOR_METHOD, streams_new)
-        return score_languages(cfg, streams_new, scorer, "xelm_posterior")
+    def xelm(method: str, streams: dict, name: str):
+        return lambda: score_languages(cfg, streams, method_scorer(cfg, rd, experts, method,
+                                                                   streams), name)
 
     cache = rd.root / "adapt" / key / "eval"
     scores = {name: cached_json(cache / f"{name}.json", lambda f=folder, name=name: single(
         name, f, streams_all if name in ("dense", "dense_lapt") else streams_new))
         for name, folder in folders.items()}
-    scores["xelm_top1"] = cached_json(cache / "xelm_top1.json", top1)
-    scores["xelm_posterior"] = cached_json(cache / "xelm_posterior.json", posterior)
+    scores["xelm_top1"] = cached_json(cache / "xelm_top1.json",
+                                      xelm("top1", streams_all, "xelm_top1"))
+    # the whole adapted set on the new languages, no language label
+    scores["xelm_posterior"] = cached_json(cache / "xelm_posterior.json",
+                                           xelm(POSTERIOR_METHOD, streams_new, "xelm_posterior"))
     return scores
 
 
