@@ -349,3 +349,61 @@ def test_split_rejects_bad_arguments():
 def test_corpus_stats():
     assert corpus_stats({"fr": ["é", "ab"], "en": []}) == {
         "fr": {"docs": 2, "bytes": 4}, "en": {"docs": 0, "bytes": 0}}
+
+
+# --------------------------------------------------------------------------- stray files
+
+@pytest.fixture
+def folder_with_notes(tmp_path) -> Path:
+    """en.txt and de.txt beside notes: .txt/.jsonl files named by no language code,
+    README.md, KEYS.md and .keys sidecars (as in a downloaded Bible corpus)."""
+    (tmp_path / "en.txt").write_text("one\ntwo\nthree\n", "utf-8")
+    (tmp_path / "de.txt").write_text("eins\nzwei\ndrei\n", "utf-8")
+    (tmp_path / "en.keys").write_text("GEN.1\nGEN.2\nGEN.3\n", "utf-8")
+    (tmp_path / "SOURCES-part1.txt").write_text("where the text comes from\n", "utf-8")
+    (tmp_path / "notes.jsonl").write_text('{"text": "a note"}\n', "utf-8")
+    (tmp_path / "README.md").write_text("# corpus\n", "utf-8")
+    (tmp_path / "KEYS.md").write_text("# keys\n", "utf-8")
+    return tmp_path
+
+
+def test_named_languages_read_only_their_files(folder_with_notes):
+    """`xelm adapt --languages` and corpus.languages read only the named languages' files:
+    a notes file named by no language code does not break the read."""
+    corpus = read_corpus(dir_cfg(folder_with_notes, languages=["de", "en"]))
+    assert corpus == {"de": ["eins", "zwei", "drei"], "en": ["one", "two", "three"]}
+
+
+def test_named_languages_ignore_a_duplicate_of_another_language(folder_with_notes):
+    (folder_with_notes / "deu.jsonl").write_text('{"text": "noch eins"}\n', "utf-8")
+    assert list(read_corpus(dir_cfg(folder_with_notes, languages=["en"]))) == ["en"]
+    with pytest.raises(CorpusError, match=r"two files for language 'de'.*de\.txt and deu\.jsonl"):
+        read_corpus(dir_cfg(folder_with_notes, languages=["de"]))
+
+
+def test_language_files_lists_languages_beside_notes(folder_with_notes):
+    """What `xelm adapt` lists as a corpus folder's languages (it names the ones to add)."""
+    from xelm.data.readers import _language_files
+
+    files = _language_files(folder_with_notes)
+    assert {lang: path.name for lang, path in files.items()} == {"de": "de.txt", "en": "en.txt"}
+
+
+def test_unnamed_languages_refuse_every_stray_file_at_once(folder_with_notes):
+    with pytest.raises(CorpusError) as caught:
+        read_corpus(dir_cfg(folder_with_notes))
+    message = str(caught.value)
+    assert "2 files are not named by a language code" in message
+    assert f"{folder_with_notes / 'SOURCES-part1.txt'}: unknown language code 'SOURCES-part1'" \
+        in message
+    assert f"{folder_with_notes / 'notes.jsonl'}: unknown language code 'notes'" in message
+    assert "set corpus.languages" in message and "move the other files" in message
+    assert "README" not in message and "KEYS" not in message and ".keys" not in message
+
+
+def test_missing_named_language_points_at_misnamed_file(folder_with_notes):
+    (folder_with_notes / "polish.txt").write_text("jeden\n", "utf-8")
+    with pytest.raises(CorpusError, match=r"asks for pl but .*available: de, en; files not "
+                                          r"named by a language code: .*polish\.txt \(did you "
+                                          r"mean 'pl'\?\)"):
+        read_corpus(dir_cfg(folder_with_notes, languages=["en", "pl"]))

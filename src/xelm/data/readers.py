@@ -208,21 +208,56 @@ def _check_nonempty(docs: list[str], capped: bool, what: str, max_bytes: int | N
 def _read_dir(directory: Path, languages: list[str] | None,
               max_bytes: int | None) -> dict[str, list[str]]:
     """Documents of the selected languages of a directory of per-language files."""
-    files = _language_files(directory)
+    return {lang: _read_file(path, max_bytes)
+            for lang, path in _select_files(directory, languages).items()}
+
+
+def _select_files(directory: Path, languages: list[str] | None) -> dict[str, Path]:
+    """Language -> file of the languages to read, in ``languages``' order (else sorted).
+
+    With ``languages`` named, only their files matter: other files (notes such as
+    ``SOURCES.txt``, ``.keys`` sidecars, ``README.md``) are left alone. Without, every
+    corpus file must be named by a language code, and all that are not are refused in one
+    message (never skipped silently: a misnamed language file would vanish from the run).
+    """
+    found, strays = _scan_dir(directory)
     if languages is None:
-        selected = list(files)
+        if strays:
+            raise CorpusError(_strays_message(directory, strays))
+        selected = list(found)
     else:
         selected = _normalize_list(languages, "corpus.languages")
-        missing = [lang for lang in selected if lang not in files]
+        missing = [lang for lang in selected if lang not in found]
         if missing:
+            hint = (f"; files not named by a language code: "
+                    f"{', '.join(f'{p.name}{why}' for p, why in strays)}" if strays else "")
             raise CorpusError(f"corpus.languages asks for {', '.join(missing)} but {directory} "
                               f"has no file for {'it' if len(missing) == 1 else 'them'}; "
-                              f"available: {', '.join(files)}")
-    return {lang: _read_file(files[lang], max_bytes) for lang in selected}
+                              f"available: {', '.join(found) or 'none'}{hint}")
+    return {lang: _one_file(directory, lang, found[lang]) for lang in selected}
 
 
 def _language_files(directory: Path) -> dict[str, Path]:
-    """Normalised language -> its corpus file, sorted by language."""
+    """Normalised language -> its corpus file, sorted by language.
+
+    Files whose name is not a language code are left out (reading a directory without
+    named languages refuses them: see :func:`_select_files`); two files for one language
+    are an error.
+    """
+    found, _ = _scan_dir(directory)
+    return {lang: _one_file(directory, lang, paths) for lang, paths in found.items()}
+
+
+def _one_file(directory: Path, lang: str, paths: list[Path]) -> Path:
+    if len(paths) > 1:
+        raise CorpusError(f"two files for language {lang!r} in {directory}: "
+                          f"{' and '.join(p.name for p in paths)}; keep one")
+    return paths[0]
+
+
+def _scan_dir(directory: Path) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
+    """Corpus files by normalised language (sorted), and the files named by no language
+    code, each with a ' (did you mean ...?)' hint or ''."""
     if not directory.is_dir():
         state = "is not a directory" if directory.exists() else "does not exist"
         raise CorpusError(f"corpus directory {directory} {state}: point corpus.path at a "
@@ -235,17 +270,26 @@ def _language_files(directory: Path) -> dict[str, Path]:
         found = ", ".join(p.name for p in entries[:10]) or "nothing"
         raise CorpusError(f"corpus directory {directory} holds no corpus files (<code>.txt, "
                           f"<code>.jsonl or <code>.parquet, e.g. en.txt); found: {found}")
-    files: dict[str, Path] = {}
+    files: dict[str, list[Path]] = {}
+    strays: list[tuple[Path, str]] = []
     for path in paths:
         try:
-            lang = normalize_language(path.stem)
-        except CorpusError as exc:
-            raise CorpusError(f"{path}: {exc}; name each file <code>{path.suffix}") from None
-        if lang in files:
-            raise CorpusError(f"two files for language {lang!r} in {directory}: "
-                              f"{files[lang].name} and {path.name}; keep one")
-        files[lang] = path
-    return dict(sorted(files.items()))
+            files.setdefault(normalize_language(path.stem), []).append(path)
+        except CorpusError:
+            suggestions = _suggest_languages(path.stem.strip())
+            strays.append((path, f" (did you mean {' or '.join(map(repr, suggestions))}?)"
+                           if suggestions else ""))
+    return dict(sorted(files.items())), strays
+
+
+def _strays_message(directory: Path, strays: list[tuple[Path, str]]) -> str:
+    listed = "; ".join(f"{path}: unknown language code {path.stem!r}{why}"
+                       for path, why in strays)
+    count = "1 file is" if len(strays) == 1 else f"{len(strays)} files are"
+    return (f"corpus directory {directory}: {count} not named by a language code: {listed}; "
+            "name each file <code>.txt, <code>.jsonl or <code>.parquet "
+            f"({_CODE_HINT}), move the other files out of the directory, or set "
+            "corpus.languages (xelm adapt: --languages) to read only the languages you name")
 
 
 def _read_docs(path: Path) -> Iterator[str]:
