@@ -50,7 +50,10 @@ class CorpusConfig(_Section):
     max_bytes_per_language: PositiveInt | None = None
     valid_fraction: float = Field(0.05, gt=0, lt=0.5)
     test_fraction: float = Field(0.05, gt=0, lt=0.5)
-    split: Literal["random", "every_nth"] = "random"
+    # random: per language, by a seeded permutation. every_nth: the same line numbers in
+    # every language. by_key: the same document keys (a <code>.keys sidecar beside
+    # <code>.txt, or a key/id field) held out in every language; see xelm.data.split.
+    split: Literal["random", "every_nth", "by_key"] = "random"
     synthetic: SyntheticConfig = SyntheticConfig()
     hf: HFDatasetConfig = HFDatasetConfig()
 

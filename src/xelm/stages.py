@@ -29,8 +29,12 @@ def prepare(cfg: Config, rd: RunDir) -> dict:
         return read_json(done)
     from xelm.data import packing, readers, tokenizer
 
-    corpus = readers.read_corpus(cfg.corpus, synthetic_dir=_synthetic_dir(cfg, rd))
-    splits = {lang: _split(cfg, lang, docs) for lang, docs in corpus.items()}
+    synthetic_dir = _synthetic_dir(cfg, rd)
+    if cfg.corpus.split == "by_key":
+        corpus, keys = readers.read_keyed_corpus(cfg.corpus, synthetic_dir=synthetic_dir)
+    else:
+        corpus, keys = readers.read_corpus(cfg.corpus, synthetic_dir=synthetic_dir), None
+    splits = _split(cfg, rd, corpus, keys)
     for lang, parts in splits.items():
         for split, docs in parts.items():
             _write_lines(rd.data / "text" / f"{lang}.{split}.txt", docs)
@@ -61,12 +65,22 @@ def _synthetic_dir(cfg: Config, rd: RunDir) -> Path | None:
     return out
 
 
-def _split(cfg: Config, lang: str, docs: list[str]) -> dict[str, list[str]]:
-    from xelm.data.readers import split_documents
+def _split(cfg: Config, rd: RunDir, corpus: dict[str, list[str]],
+           keys: dict[str, list[str] | None] | None) -> dict[str, dict[str, list[str]]]:
+    """Each language's documents by split; ``by_key`` also writes ``data/held_out_keys.json``
+    (the valid and test keys, drawn once for all languages)."""
+    from xelm.data.split import split_by_key, split_documents
 
-    idx = split_documents(docs, cfg.corpus.valid_fraction, cfg.corpus.test_fraction,
-                          cfg.random_seed, cfg.corpus.split, language=lang)
-    return {split: [docs[i] for i in idx[split]] for split in SPLITS}
+    c = cfg.corpus
+    if c.split == "by_key":
+        idx, held = split_by_key(corpus, keys or {}, c.valid_fraction, c.test_fraction,
+                                 cfg.random_seed)
+        write_json(rd.data / "held_out_keys.json", held)
+    else:
+        idx = {lang: split_documents(docs, c.valid_fraction, c.test_fraction, cfg.random_seed,
+                                     c.split, language=lang) for lang, docs in corpus.items()}
+    return {lang: {split: [docs[i] for i in idx[lang][split]] for split in SPLITS}
+            for lang, docs in corpus.items()}
 
 
 def _write_lines(path: Path, docs: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""Corpus readers: one text collection per language, and its train/valid/test split.
+"""Corpus readers: one text collection per language (splits: :mod:`xelm.data.split`).
 
 Every reader returns ``{language: [document, ...]}``: language codes are normalised by
 :func:`normalize_language` (so ``eng.txt`` and ``corpus.languages: [en]`` meet), and a
@@ -6,6 +6,11 @@ document is one line of text (line breaks inside a record become spaces), becaus
 stages write documents one per line. Files are read line by line (Parquet in batches,
 Hugging Face datasets row by row) and reading stops at ``corpus.max_bytes_per_language``,
 so a cap keeps a huge file from being loaded whole.
+
+:func:`read_keyed_corpus` also returns each document's key, for ``corpus.split: by_key``
+(:mod:`xelm.data.split`): line N of a ``<code>.keys`` sidecar beside ``<code>.txt`` is the
+key of line N (e.g. the Bible chapter ``GEN.1``); ``.jsonl``/``.parquet`` records and
+Hugging Face rows give it in a ``key`` (else ``id``) field.
 
 Every problem the user can fix raises :class:`CorpusError` naming the file or language
 and what to do. ``datasets`` and ``pyarrow`` are imported only when used.
@@ -25,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import langcodes
-import numpy as np
 
 if TYPE_CHECKING:
     from xelm.config import CorpusConfig, HFDatasetConfig
@@ -33,6 +37,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CORPUS_SUFFIXES = (".txt", ".jsonl", ".parquet")
+KEYS_SUFFIX = ".keys"  # sidecar of a .txt file: one key per line
+KEY_FIELDS = ("key", "id")  # record fields that hold a document's key, in preference order
+Record = tuple[str | None, str]  # (key or None, document)
 # `datasets` builders that read local files: they cannot guess which file is which language.
 LOCAL_BUILDERS = frozenset({"json", "text", "parquet", "csv", "arrow", "pandas", "xml",
                             "webdataset"})
@@ -138,12 +145,34 @@ def read_corpus(cfg: CorpusConfig,
     it); 'hf' loads one Hugging Face dataset per language in ``cfg.languages``;
     'unlabelled' sorts the documents of ``cfg.path`` (a file or a directory of files in
     no particular language) into ``cfg.languages`` by language identification.
-    ``cfg.languages`` selects and orders languages (all of them must exist); without it
-    a directory's languages come in sorted order. ``cfg.max_bytes_per_language`` caps the
-    UTF-8 bytes kept per language, at whole documents.
+    ``cfg.languages`` selects and orders languages (all of them must exist; other files
+    of the directory are not read); without it a directory's languages come in sorted
+    order, and every corpus file must be named by a language code.
+    ``cfg.max_bytes_per_language`` caps the UTF-8 bytes kept per language, at whole
+    documents.
     """
+    return _read(cfg, synthetic_dir, keyed=False)[0]
+
+
+def read_keyed_corpus(cfg: CorpusConfig, synthetic_dir: str | Path | None = None
+                      ) -> tuple[dict[str, list[str]], dict[str, list[str] | None]]:
+    """:func:`read_corpus` and each document's key: ``(corpus, {language: keys or None})``.
+
+    ``keys[lang][i]`` is the key of ``corpus[lang][i]``: line i of ``<code>.keys`` beside
+    ``<code>.txt`` (the two files must have the same number of lines; blank text lines
+    are dropped with their keys), or the ``key`` (else ``id``) field of a ``.jsonl`` /
+    ``.parquet`` record or a Hugging Face row, as a string. ``None`` when a language has
+    no keys at all (logged as a warning: ``corpus.split: by_key`` then splits it by the
+    hash of each document's text); some records with keys and some without is an error.
+    Unlabelled corpora have no keys.
+    """
+    return _read(cfg, synthetic_dir, keyed=True)
+
+
+def _read(cfg: CorpusConfig, synthetic_dir: str | Path | None,
+          keyed: bool) -> tuple[dict[str, list[str]], dict[str, list[str] | None]]:
     if cfg.source == "hf":
-        corpus = _read_hf(cfg)
+        read = _read_hf(cfg, keyed)
     elif cfg.source == "unlabelled":
         from xelm.data.langid import read_unlabelled
 
@@ -151,15 +180,20 @@ def read_corpus(cfg: CorpusConfig,
         corpus, counts = read_unlabelled(cfg.path, languages, cfg.max_bytes_per_language)
         log.info("language identification of %s: %s", cfg.path,
                  ", ".join(f"{k} {v}" for k, v in counts.items()))
+        if keyed:
+            log.warning("%s: unlabelled documents have no keys; corpus.split by_key splits "
+                        "each language by a hash of its documents' text", cfg.path)
+        read = {lang: (docs, None) for lang, docs in corpus.items()}
     else:
         if cfg.source == "synthetic" and synthetic_dir is None:
             raise CorpusError("corpus.source is 'synthetic' but no synthetic_dir was given: "
                               "generate the synthetic corpus first and pass its directory")
         directory = Path(synthetic_dir if cfg.source == "synthetic" else cfg.path)
-        corpus = _read_dir(directory, cfg.languages, cfg.max_bytes_per_language)
+        read = _read_dir(directory, cfg.languages, cfg.max_bytes_per_language, keyed)
+    corpus = {lang: docs for lang, (docs, _) in read.items()}
     for lang, stats in corpus_stats(corpus).items():
         log.info("corpus %s: %d documents, %d bytes", lang, stats["docs"], stats["bytes"])
-    return corpus
+    return corpus, {lang: keys for lang, (_, keys) in read.items()}
 
 
 def corpus_stats(corpus: dict[str, list[str]]) -> dict[str, dict]:
@@ -173,24 +207,43 @@ def _clean(text: str) -> str:
     return _LINE_BREAKS.sub(" ", text).strip()
 
 
-def _take(docs: Iterable[str], max_bytes: int | None,
-          max_docs: int | None = None) -> tuple[list[str], bool]:
-    """Leading documents within both caps, and whether the byte cap cut the stream short.
+def _take(records: Iterable[Record], max_bytes: int | None,
+          max_docs: int | None = None) -> tuple[list[Record], bool]:
+    """Leading records within both caps, and whether the byte cap cut the stream short.
 
-    Pulls at most one document past the caps (none when the bytes fill the cap exactly),
+    Pulls at most one record past the caps (none when the bytes fill the cap exactly),
     so a lazy reader stops reading there.
     """
-    kept: list[str] = []
+    kept: list[Record] = []
     total = 0
-    for doc in docs:
-        size = len(doc.encode("utf-8"))
+    for record in records:
+        size = len(record[1].encode("utf-8"))
         if max_bytes is not None and total + size > max_bytes:
             return kept, True
-        kept.append(doc)
+        kept.append(record)
         total += size
         if total == max_bytes or (max_docs is not None and len(kept) >= max_docs):
             break
     return kept, False
+
+
+def _split_records(kept: list[Record], where: str, keyed: bool,
+                   no_keys: str) -> tuple[list[str], list[str] | None]:
+    """(documents, keys or None); all or none of the documents must have a key."""
+    docs = [doc for _, doc in kept]
+    if not keyed:
+        return docs, None
+    missing = [i for i, (key, _) in enumerate(kept) if key is None]
+    if len(missing) == len(kept):
+        log.warning("%s has no document keys (%s): corpus.split by_key splits this language "
+                    "by a hash of each document's text, so its held-out documents are not "
+                    "the keys held out in the other languages", where, no_keys)
+        return docs, None
+    if missing:
+        raise CorpusError(f"{where}: {len(missing)} of {len(kept)} documents have no key "
+                          f"(the first is document {missing[0] + 1}); give every document a "
+                          f"{' or '.join(map(repr, KEY_FIELDS))} field, or none")
+    return docs, [key for key, _ in kept]
 
 
 def _check_nonempty(docs: list[str], capped: bool, what: str, max_bytes: int | None) -> None:
@@ -205,10 +258,10 @@ def _check_nonempty(docs: list[str], capped: bool, what: str, max_bytes: int | N
 
 # --------------------------------------------------------------------------- directories
 
-def _read_dir(directory: Path, languages: list[str] | None,
-              max_bytes: int | None) -> dict[str, list[str]]:
-    """Documents of the selected languages of a directory of per-language files."""
-    return {lang: _read_file(path, max_bytes)
+def _read_dir(directory: Path, languages: list[str] | None, max_bytes: int | None,
+              keyed: bool = False) -> dict[str, tuple[list[str], list[str] | None]]:
+    """(documents, keys) of the selected languages of a directory of per-language files."""
+    return {lang: _read_file(path, max_bytes, keyed)
             for lang, path in _select_files(directory, languages).items()}
 
 
@@ -294,16 +347,48 @@ def _strays_message(directory: Path, strays: list[tuple[Path, str]]) -> str:
 
 def _read_docs(path: Path) -> Iterator[str]:
     """The documents of one .txt/.jsonl/.parquet file, streamed."""
-    reader = {".txt": _txt_docs, ".jsonl": _jsonl_docs, ".parquet": _parquet_docs}
-    return reader[path.suffix.lower()](path)
+    with contextlib.closing(_read_records(path, keyed=False)) as records:
+        for _, doc in records:
+            yield doc
 
 
-def _read_file(path: Path, max_bytes: int | None) -> list[str]:
-    """Documents of one corpus file, up to ``max_bytes`` UTF-8 bytes."""
-    with contextlib.closing(_read_docs(path)) as docs:
-        kept, capped = _take(docs, max_bytes)
+def _read_records(path: Path, keyed: bool) -> Iterator[Record]:
+    """(key, document) of one corpus file, streamed; keys are None unless ``keyed``."""
+    if path.suffix.lower() == ".txt":
+        return _txt_docs(path, _keys_file(path) if keyed else None)
+    reader = {".jsonl": _jsonl_docs, ".parquet": _parquet_docs}[path.suffix.lower()]
+    return reader(path, keyed)
+
+
+def _keys_file(path: Path) -> Path | None:
+    """The ``<stem>.keys`` sidecar of a .txt file, checked to have as many lines; or None."""
+    keys = path.with_suffix(KEYS_SUFFIX)
+    if not keys.is_file():
+        return None
+    n_text, n_keys = _count_lines(path), _count_lines(keys)
+    if n_text != n_keys:
+        raise CorpusError(f"{path} has {n_text} lines but its keys file {keys} has {n_keys}: "
+                          f"line N of {keys.name} must be the key of line N of {path.name}; "
+                          f"fix {keys.name}, or remove it to split {path.name} without keys")
+    return keys
+
+
+def _count_lines(path: Path) -> int:
+    """Lines as :func:`_utf8_lines` counts them (a last line without newline counts)."""
+    with path.open("rb") as handle:
+        return sum(1 for _ in handle)
+
+
+def _read_file(path: Path, max_bytes: int | None,
+               keyed: bool = False) -> tuple[list[str], list[str] | None]:
+    """(documents, keys) of one corpus file, up to ``max_bytes`` UTF-8 bytes of documents."""
+    with contextlib.closing(_read_records(path, keyed)) as records:
+        kept, capped = _take(records, max_bytes)
     _check_nonempty(kept, capped, str(path), max_bytes)
-    return kept
+    no_keys = (f"no {path.with_suffix(KEYS_SUFFIX).name} beside it"
+               if path.suffix.lower() == ".txt"
+               else f"no {' or '.join(map(repr, KEY_FIELDS))} field")
+    return _split_records(kept, str(path), keyed, no_keys)
 
 
 def _utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -329,15 +414,30 @@ def _utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
             offset += len(raw)
 
 
-def _txt_docs(path: Path) -> Iterator[str]:
-    """One document per non-blank line."""
-    for _, line in _utf8_lines(path):
+def _txt_docs(path: Path, keys: Path | None = None) -> Iterator[Record]:
+    """One document per non-blank line; its key is the same line of ``keys`` (if given)."""
+    key_lines = _utf8_lines(keys) if keys is not None else None
+    for number, line in _utf8_lines(path):
+        key = next(key_lines)[1].strip() if key_lines is not None else None
         doc = _clean(line)
-        if doc:
-            yield doc
+        if not doc:
+            continue
+        if key == "":
+            raise CorpusError(f"{keys}: line {number} is blank but line {number} of "
+                              f"{path.name} has text; give every line of {path.name} a key")
+        yield key, doc
 
 
-def _jsonl_docs(path: Path) -> Iterator[str]:
+def _record_key(record: dict) -> str | None:
+    """The first of ``KEY_FIELDS`` that holds a value, as a string; None if none does."""
+    for field in KEY_FIELDS:
+        value = record.get(field)
+        if value is not None and str(value).strip():
+            return str(value).strip()
+    return None
+
+
+def _jsonl_docs(path: Path, keyed: bool = False) -> Iterator[Record]:
     """The ``text`` field of each JSON object line; blank lines and null texts skipped."""
     for number, line in _utf8_lines(path):
         if not line.strip():
@@ -356,11 +456,12 @@ def _jsonl_docs(path: Path) -> Iterator[str]:
                               f"{type(text).__name__}, not a string")
         doc = _clean(text or "")
         if doc:
-            yield doc
+            yield (_record_key(record) if keyed else None), doc
 
 
-def _parquet_docs(path: Path) -> Iterator[str]:
-    """The string column ``text``, read in batches; nulls and blank texts skipped."""
+def _parquet_docs(path: Path, keyed: bool = False) -> Iterator[Record]:
+    """The string column ``text`` (and the key column), read in batches; nulls and blank
+    texts skipped."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -376,17 +477,19 @@ def _parquet_docs(path: Path) -> Iterator[str]:
     kind = schema.field("text").type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         raise CorpusError(f"{path}: column 'text' holds {kind}, not strings")
+    key_columns = [f for f in KEY_FIELDS if f in schema.names] if keyed else []
     with contextlib.closing(parquet):
-        for batch in parquet.iter_batches(batch_size=1024, columns=["text"]):
-            for text in batch.column(0).to_pylist():
-                doc = _clean(text or "")
+        for batch in parquet.iter_batches(batch_size=1024, columns=["text", *key_columns]):
+            for row in batch.to_pylist():
+                doc = _clean(row["text"] or "")
                 if doc:
-                    yield doc
+                    yield _record_key(row) if key_columns else None, doc
 
 
 # --------------------------------------------------------------------------- Hugging Face
 
-def _read_hf(cfg: CorpusConfig) -> dict[str, list[str]]:
+def _read_hf(cfg: CorpusConfig,
+             keyed: bool = False) -> dict[str, tuple[list[str], list[str] | None]]:
     """One ``datasets.load_dataset`` per language of ``cfg.languages``."""
     if not cfg.languages:
         raise CorpusError("corpus.source is 'hf' but corpus.languages is not set: list the "
@@ -403,12 +506,13 @@ def _read_hf(cfg: CorpusConfig) -> dict[str, list[str]]:
                           "{en: data/en.jsonl}")
     written = dict(zip(langs, cfg.languages))
     return {lang: _read_hf_language(hf, written[lang], lang, files,
-                                    cfg.max_bytes_per_language) for lang in langs}
+                                    cfg.max_bytes_per_language, keyed) for lang in langs}
 
 
 def _read_hf_language(hf: HFDatasetConfig, code: str, lang: str,
-                      files: dict[str, str] | None, max_bytes: int | None) -> list[str]:
-    """Documents of one language; ``{lang}`` in name/config is the code as written."""
+                      files: dict[str, str] | None, max_bytes: int | None,
+                      keyed: bool = False) -> tuple[list[str], list[str] | None]:
+    """(documents, keys) of one language; ``{lang}`` in name/config is the code as written."""
     import datasets
 
     if files is not None and lang not in files:
@@ -425,10 +529,12 @@ def _read_hf_language(hf: HFDatasetConfig, code: str, lang: str,
                 "access use corpus.hf.name=json|text|parquet with corpus.hf.data_files")
         raise CorpusError(f"could not load {where}: {type(exc).__name__}: {exc}; "
                           f"{hint}") from exc
-    texts = (_hf_text(row, hf.text_field, where) for row in dataset)
-    kept, capped = _take((doc for doc in texts if doc), max_bytes, hf.max_documents)
+    records = ((_record_key(row) if keyed else None, _hf_text(row, hf.text_field, where))
+               for row in dataset)
+    kept, capped = _take((r for r in records if r[1]), max_bytes, hf.max_documents)
     _check_nonempty(kept, capped, where, max_bytes)
-    return kept
+    return _split_records(kept, where, keyed, "rows have no "
+                          f"{' or '.join(map(repr, KEY_FIELDS))} field")
 
 
 def _hf_text(row: dict, field: str, where: str) -> str:
@@ -444,48 +550,10 @@ def _hf_text(row: dict, field: str, where: str) -> str:
 # --------------------------------------------------------------------------- splits
 
 def split_documents(docs: list[str], valid_fraction: float, test_fraction: float, seed: int,
-                    method: str = "random", *, language: str = "?") -> dict[str, list[int]]:
-    """Deterministic ``{"train", "valid", "test"}`` -> sorted, disjoint document indices.
+                    method: str = "random", *, language: str = "?",
+                    keys: list[str] | None = None) -> dict[str, list[int]]:
+    """:func:`xelm.data.split.split_documents` (kept here for callers of the reader)."""
+    from xelm.data.split import split_documents as split
 
-    'random': held-out documents come from ``numpy.random.default_rng(seed)``'s
-    permutation of the indices, so the split depends on the seed and the document count
-    only. 'every_nth': with ``n = max(3, round(1 / test_fraction))`` (at most the
-    document count), test is every index with ``i % n == n - 1`` and valid the
-    ``round(valid_fraction * n)`` indices after each test index (``i % n < k``); no
-    randomness, so parallel corpora of equal length hold out the same lines. Both give
-    valid and test at least one document and train the rest (at least one).
-    """
-    count = len(docs)
-    if count < 3:
-        raise CorpusError(f"language {language} has {count} documents; the splits need at "
-                          "least 3 (train, valid and test): add text or drop the language")
-    for name, fraction in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
-        if not 0 < fraction < 0.5:
-            raise ValueError(f"{name} must be in (0, 0.5), got {fraction}")
-    if method == "random":
-        valid, test = _random_holdout(count, valid_fraction, test_fraction, seed)
-    elif method == "every_nth":
-        valid, test = _every_nth_holdout(count, valid_fraction, test_fraction)
-    else:
-        raise ValueError(f"unknown split method {method!r}: use 'random' or 'every_nth'")
-    held = set(valid) | set(test)
-    return {"train": [i for i in range(count) if i not in held], "valid": valid, "test": test}
-
-
-def _random_holdout(count: int, valid_fraction: float, test_fraction: float,
-                    seed: int) -> tuple[list[int], list[int]]:
-    order = np.random.default_rng(seed).permutation(count)
-    n_test = min(max(1, round(count * test_fraction)), count - 2)
-    n_valid = min(max(1, round(count * valid_fraction)), count - 1 - n_test)
-    test = sorted(order[:n_test].tolist())
-    valid = sorted(order[n_test:n_test + n_valid].tolist())
-    return valid, test
-
-
-def _every_nth_holdout(count: int, valid_fraction: float,
-                       test_fraction: float) -> tuple[list[int], list[int]]:
-    period = min(max(3, round(1 / test_fraction)), count)
-    per_period = min(max(1, round(valid_fraction * period)), period - 2)
-    test = [i for i in range(count) if i % period == period - 1]
-    valid = [i for i in range(count) if i % period < per_period]
-    return valid, test
+    return split(docs, valid_fraction, test_fraction, seed, method, language=language,
+                 keys=keys)

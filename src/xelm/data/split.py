@@ -1,0 +1,188 @@
+"""Train/valid/test splits of a corpus: by document (random, every n-th) or by key.
+
+'random' and 'every_nth' split each language alone (:func:`split_documents`). 'by_key'
+splits all languages together (:func:`split_by_key`): every document carries a key (a
+Bible chapter such as ``GEN.1``, from a ``<code>.keys`` sidecar or a ``key``/``id``
+field, see :func:`xelm.data.readers.read_keyed_corpus`), the held-out keys are drawn
+once from the union of all languages' keys, and a document goes wherever its key goes.
+So the same chapters are valid/test in every language, even when line N is not the same
+chapter in every file, and no translation of a test document is trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+
+import numpy as np
+
+from xelm.data.readers import CorpusError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+METHODS = ("random", "every_nth", "by_key")
+
+
+def split_documents(docs: list[str], valid_fraction: float, test_fraction: float, seed: int,
+                    method: str = "random", *, language: str = "?",
+                    keys: list[str] | None = None) -> dict[str, list[int]]:
+    """Deterministic ``{"train", "valid", "test"}`` -> sorted, disjoint document indices.
+
+    'random': held-out documents come from ``numpy.random.default_rng(seed)``'s
+    permutation of the indices, so the split depends on the seed and the document count
+    only. 'every_nth': with ``n = max(3, round(1 / test_fraction))`` (at most the
+    document count), test is every index with ``i % n == n - 1`` and valid the
+    ``round(valid_fraction * n)`` indices after each test index (``i % n < k``); no
+    randomness, so parallel corpora of equal length hold out the same lines. Both give
+    valid and test at least one document and train the rest (at least one).
+    'by_key': :func:`split_by_key` on this one language with ``keys`` (one per document;
+    ``None``: a hash of each document's text decides, see there). To hold out the same
+    keys in several languages, call :func:`split_by_key` on all of them at once.
+    """
+    _check_count(len(docs), language)
+    _check_fractions(valid_fraction, test_fraction)
+    if method == "by_key":
+        return split_by_key({language: docs}, {language: keys}, valid_fraction, test_fraction,
+                            seed)[0][language]
+    count = len(docs)
+    if method == "random":
+        valid, test = _random_holdout(count, valid_fraction, test_fraction, seed)
+    elif method == "every_nth":
+        valid, test = _every_nth_holdout(count, valid_fraction, test_fraction)
+    else:
+        raise ValueError(f"unknown split method {method!r}: use one of {', '.join(METHODS)}")
+    held = set(valid) | set(test)
+    return {"train": [i for i in range(count) if i not in held], "valid": valid, "test": test}
+
+
+def _check_count(count: int, language: str) -> None:
+    if count < 3:
+        raise CorpusError(f"language {language} has {count} documents; the splits need at "
+                          "least 3 (train, valid and test): add text or drop the language")
+
+
+def _check_fractions(valid_fraction: float, test_fraction: float) -> None:
+    for name, fraction in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
+        if not 0 < fraction < 0.5:
+            raise ValueError(f"{name} must be in (0, 0.5), got {fraction}")
+
+
+def _held_out_counts(count: int, valid_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """(valid, test) sizes: at least one each, and at least one item left for train."""
+    n_test = min(max(1, round(count * test_fraction)), count - 2)
+    n_valid = min(max(1, round(count * valid_fraction)), count - 1 - n_test)
+    return n_valid, n_test
+
+
+def _random_holdout(count: int, valid_fraction: float, test_fraction: float,
+                    seed: int) -> tuple[list[int], list[int]]:
+    order = np.random.default_rng(seed).permutation(count)
+    n_valid, n_test = _held_out_counts(count, valid_fraction, test_fraction)
+    test = sorted(order[:n_test].tolist())
+    valid = sorted(order[n_test:n_test + n_valid].tolist())
+    return valid, test
+
+
+def _every_nth_holdout(count: int, valid_fraction: float,
+                       test_fraction: float) -> tuple[list[int], list[int]]:
+    period = min(max(3, round(1 / test_fraction)), count)
+    per_period = min(max(1, round(valid_fraction * period)), period - 2)
+    test = [i for i in range(count) if i % period == period - 1]
+    valid = [i for i in range(count) if i % period < per_period]
+    return valid, test
+
+
+# --------------------------------------------------------------------------- by key
+
+def held_out_keys(keys: Iterable[str], valid_fraction: float, test_fraction: float,
+                  seed: int) -> dict[str, list[str]]:
+    """``{"valid": [...], "test": [...]}``: sorted keys drawn from the distinct ``keys``.
+
+    The distinct keys are ranked by a BLAKE2b hash of ``seed`` and the key (not Python's
+    salted ``hash``), so the draw depends on the seed and the set of keys only: not on
+    their order, the languages they came from or the process. Test takes the first
+    ``round(test_fraction * n)``, valid the next ``round(valid_fraction * n)`` (each at
+    least one, leaving at least one key for train).
+    """
+    distinct = set(keys)
+    if len(distinct) < 3:
+        raise CorpusError(f"corpus.split by_key needs at least 3 distinct document keys (for "
+                          f"train, valid and test); found {len(distinct)}")
+    ranked = sorted(distinct, key=lambda key: (_rank(seed, key), key))
+    n_valid, n_test = _held_out_counts(len(ranked), valid_fraction, test_fraction)
+    return {"valid": sorted(ranked[n_test:n_test + n_valid]), "test": sorted(ranked[:n_test])}
+
+
+def _rank(seed: int, key: str) -> bytes:
+    return hashlib.blake2b(f"{seed}\x00{key}".encode("utf-8"), digest_size=8).digest()
+
+
+def split_by_key(corpus: dict[str, list[str]], keys: dict[str, list[str] | None],
+                 valid_fraction: float, test_fraction: float,
+                 seed: int) -> tuple[dict[str, dict[str, list[int]]], dict]:
+    """Split every language by its documents' keys; the same keys are held out in all.
+
+    ``keys[lang]`` holds one key per document of ``corpus[lang]``. The valid and test keys
+    are drawn once (:func:`held_out_keys`) from the union of all languages' keys, so
+    ``valid_fraction``/``test_fraction`` are fractions of that union, and every document
+    goes to the split of its key: documents sharing a key (duplicates) stay together, and
+    a language missing some keys simply has fewer held-out documents.
+
+    A language whose keys are ``None`` (a ``.txt`` without a ``.keys`` sidecar, records
+    without a ``key``/``id`` field) is split alone, with each document's own text as its
+    key: deterministic, identical documents on one side, and its share of held-out
+    documents is the fractions of its distinct texts. Its held-out documents are not
+    aligned with the other languages, which is harmless for text with no translation in
+    the corpus (the reader logs a warning naming the file).
+
+    Returns ``({lang: {"train", "valid", "test"} -> sorted indices}, record)``; the record
+    (``seed``, ``keys``: the union's size, the ``valid`` and ``test`` keys, ``by_text``:
+    the languages split by text) is what ``prepare`` writes to the run directory.
+    A language left with an empty split is a :class:`CorpusError` saying what to change.
+    """
+    _check_fractions(valid_fraction, test_fraction)
+    for lang, docs in corpus.items():
+        _check_count(len(docs), lang)
+        if keys.get(lang) is not None and len(keys[lang]) != len(docs):
+            raise ValueError(f"language {lang}: {len(keys[lang])} keys for {len(docs)} documents")
+    keyed = [lang for lang in corpus if keys.get(lang) is not None]
+    union = {key for lang in keyed for key in keys[lang]}
+    held = held_out_keys(union, valid_fraction, test_fraction, seed) if keyed else {
+        "valid": [], "test": []}
+    out = {}
+    for lang, docs in corpus.items():
+        if lang in keyed:
+            out[lang] = _assign(keys[lang], held, lang, len(union))
+        else:
+            own = held_out_keys(docs, valid_fraction, test_fraction, seed)
+            out[lang] = _assign(docs, own, lang, len(set(docs)))
+    record = {"method": "by_key", "seed": seed, "valid_fraction": valid_fraction,
+              "test_fraction": test_fraction, "keys": len(union), **held,
+              "by_text": [lang for lang in corpus if lang not in keyed]}
+    return out, record
+
+
+def _assign(keys: list[str], held: dict[str, list[str]], lang: str,
+            universe: int) -> dict[str, list[int]]:
+    """Indices of the documents whose key is in ``held[split]``; train takes the rest."""
+    side = {key: split for split in ("valid", "test") for key in held[split]}
+    out: dict[str, list[int]] = {split: [] for split in SPLITS}
+    for i, key in enumerate(keys):
+        out[side.get(key, "train")].append(i)
+    for split in SPLITS:
+        if not out[split]:
+            raise CorpusError(_empty_split(lang, split, len(set(keys)), len(held.get(split, [])),
+                                           universe))
+    return out
+
+
+def _empty_split(lang: str, split: str, own: int, drawn: int, universe: int) -> str:
+    if split == "train":
+        return (f"corpus.split by_key: every one of language {lang}'s {own} distinct keys is "
+                "held out (valid or test), so it has no training document; give it more "
+                "documents, or use corpus.split: random")
+    return (f"corpus.split by_key: language {lang} has no {split} document: none of its {own} "
+            f"distinct keys is among the {drawn} {split} keys drawn from the {universe} keys "
+            f"of all languages; raise corpus.{split}_fraction, or use corpus.split: random")
