@@ -24,16 +24,18 @@ PAPER = "https://arxiv.org/abs/2401.10440"
 EXPORTS = "exports"
 
 
-def _facts(run: Path) -> dict:
+def run_facts(run: Path) -> dict:
     """What every card of a run needs, read once."""
     import yaml
+
+    from xelm.experts.manifest import read_manifest
 
     run = Path(run)
     cfg_path = run / "config.yaml"
     cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
     results = read_json(run / "results.json") if (run / "results.json").is_file() else {}
     return {"run": run, "name": run.resolve().name, "cfg": cfg or {},
-            "manifest": read_json(run / "xelm.json"), "results": results}
+            "manifest": read_manifest(run), "results": results}
 
 
 def _corpus(f: dict, licenses: dict | None) -> str:
@@ -127,7 +129,7 @@ def _served(f: dict, name: str) -> list[str]:
 def expert_card(run, name: str, repo: str | None = None, licenses: dict | None = None,
                 license: str | None = None, facts: dict | None = None):
     """The card of expert ``name``."""
-    f = facts or _facts(run)
+    f = facts or run_facts(run)
     entry = next((e for e in f["manifest"]["experts"] if e["name"] == name), None)
     if entry is None:
         raise ValueError(f"no expert {name!r} in {run}/xelm.json")
@@ -175,7 +177,7 @@ The whole expert set (routing, ensembles, generation) with xelm:
 def dense_card(run, repo: str | None = None, licenses: dict | None = None,
                license: str | None = None, facts: dict | None = None):
     """The card of the dense baseline (the seed trained on all languages)."""
-    f = facts or _facts(run)
+    f = facts or run_facts(run)
     langs = f["results"].get("languages") or sorted(f["manifest"]["language_to_expert"])
     tokens = f["results"].get("budget", {}).get("dense_tokens")
     table = _ppl_table(f["results"], langs, {"dense": "dense", "x-ELM top-1": "xelm_top1",
@@ -212,7 +214,7 @@ def export_card(run, export_dir, repo: str | None = None, licenses: dict | None 
     """The card of an export folder (``export.json``); ``root``: it is the repo's root."""
     import math
 
-    f = facts or _facts(run)
+    f = facts or run_facts(run)
     record = read_json(Path(export_dir) / "export.json")
     langs = sorted(lang for v in record.get("languages", {}).values() for lang in v)
     tuning = record.get("router_tuning")
@@ -275,7 +277,7 @@ Loading in serving engines (vLLM and others) has not been checked yet.
 def set_card(run, repo: str | None = None, licenses: dict | None = None,
              license: str | None = None, facts: dict | None = None):
     """The card of the whole run (the repo root of ``xelm push --what experts|all``)."""
-    f = facts or _facts(run)
+    f = facts or run_facts(run)
     langs = sorted(f["manifest"]["language_to_expert"])
     table = _ppl_table(f["results"], langs, {"x-ELM top-1": "xelm_top1", "dense": "dense",
                                              "seed": "seed"})
@@ -315,7 +317,7 @@ def write_model_cards(run_dir, repo: str | None = None, licenses: dict | None = 
     """Write README.md model cards into every expert folder, dense/ and each MoE export
     under RUN/exports/ (weights untouched: xelm.json still verifies). Returns the files."""
     run = Path(run_dir)
-    f = _facts(run)
+    f = run_facts(run)
     written = []
     for e in f["manifest"]["experts"]:
         path = run / e["path"] / "README.md"
