@@ -146,6 +146,23 @@ def test_adapting_again_is_a_no_op_that_restores_what_a_rerun_replaced(adapted):
 
 
 @slow
+def test_changed_eval_settings_rescore_a_finished_call(adapted, tmp_path):
+    out, _ = adapted
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    first = json.loads((run / "results.json").read_text())["adapt"]
+    assert first["eval_settings"]["max_tokens_per_language"] == 1500
+    assert main(["eval", *tiny_args(run, *RUN, "eval.max_tokens_per_language=500")]) == 0
+    assert "adapt" not in json.loads((run / "results.json").read_text())  # other settings
+    assert main(["adapt", str(run), "--languages", "qad", "--corpus",
+                 str(run / "data" / "synthetic")]) == 0  # trains nothing, rescores
+    again = json.loads((run / "results.json").read_text())["adapt"]
+    assert again["eval_settings"]["max_tokens_per_language"] == 500
+    assert again["perplexity"]["dense_lapt"] != first["perplexity"]["dense_lapt"]
+    assert again["experts"] == first["experts"]
+
+
+@slow
 def test_clear_errors_for_present_and_missing_languages(adapted, capsys):
     out, _ = adapted
     corpus = str(out / "data" / "synthetic")

@@ -405,7 +405,18 @@ def _finished(rd: RunDir, record: dict, key: str, manifest: dict) -> dict:
         verified_hashes(rd, manifest)
         _register(rd, manifest, call)
         log.info("adapt: re-registered %s in xelm.json", ", ".join(call["experts"].values()))
-    results = read_json(rd.root / "adapt" / key / "results.json")
+    from xelm.evaluate.adapt import evaluate_call
+    from xelm.evaluate.stage import eval_settings
+
+    path = rd.root / "adapt" / key / "results.json"
+    results = read_json(path)
+    cfg = load_run(rd)
+    if results.get("eval_settings") != eval_settings(cfg):  # rescore: keyed caches
+        new = set(call["experts"].values())
+        hashes = old_hashes_after(rd, manifest, verified_hashes(rd, manifest), new)
+        results = evaluate_call(cfg, rd, key, call, record, manifest, hashes)
+        write_json(path, results)
+        log.info("adapt: %s rescored with the run's eval settings", key.replace("+", ", "))
     publish(rd, results)
     log.info("adapt: %s already added by a finished `xelm adapt`; nothing to train",
              key.replace("+", ", "))

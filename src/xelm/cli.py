@@ -6,16 +6,37 @@ import argparse
 import json
 import logging
 import sys
+from contextlib import contextmanager
 
 STAGES = ("prepare", "seed", "allocate", "train", "eval", "report")
 
 
-def _context(args):
+def _context(args, name: str):
+    """The config and its run directory, checked before anything is created."""
+    from pathlib import Path
+
     from xelm import config as cfgmod
-    from xelm.rundir import RunDir
 
     cfg = cfgmod.load(args.config, args.set, out_dir=args.out)
-    return cfg, RunDir.open(cfg, force=args.force)
+    root = Path(cfg.out_dir)
+    args.run_root = root  # where a failure's traceback is logged
+    if name not in ("run", "prepare") and not (root / "config.yaml").is_file():
+        raise _usage(f"no run in {root}: stage '{name}' needs 'prepare' first: run `xelm "
+                     "prepare CONFIG` (same --out/--set), or `xelm run CONFIG` for everything")
+    return cfg, root
+
+
+@contextmanager
+def _open_run(args, name: str):
+    """Lock the run directory for ``name`` and open it (creating it for run/prepare)."""
+    from xelm.rundir import RunDir, refuse_foreign, run_lock
+
+    cfg, root = _context(args, name)
+    refuse_foreign(root)
+    if name in ("run", "prepare"):
+        root.mkdir(parents=True, exist_ok=True)
+    with run_lock(root, name):
+        yield cfg, RunDir.open(cfg, force=args.force)
 
 
 def _require(rd, stage: str) -> None:
@@ -46,10 +67,10 @@ def cmd_run(args) -> int:
     """Run the whole x-BTM experiment (prepare, seed, allocate, train, eval, report).
 
     Resumable: run it again after an interruption and it continues where it stopped."""
-    cfg, rd = _context(args)
-    out = None
-    for name in STAGES:
-        out = _stage(name, cfg, rd)
+    with _open_run(args, "run") as (cfg, rd):
+        out = None
+        for name in STAGES:
+            out = _stage(name, cfg, rd)
     print(out)
     print(f"\nreport: {rd.root / 'report.md'}")
     return 0
@@ -57,11 +78,11 @@ def cmd_run(args) -> int:
 
 def _stage_command(name: str, doc: str):
     def command(args) -> int:
-        cfg, rd = _context(args)
-        _require(rd, name)
-        out = _stage(name, cfg, rd)
-        if getattr(args, "downstream", False):
-            _downstream(cfg, rd)
+        with _open_run(args, name) as (cfg, rd):
+            _require(rd, name)
+            out = _stage(name, cfg, rd)
+            if getattr(args, "downstream", False):
+                _downstream(cfg, rd)
         if name == "report":
             print(out)
         elif name == "allocate":
@@ -96,7 +117,9 @@ def cmd_tasks_build(args) -> int:
     distractors from other documents of the same language; one task per language
     (xelm_cloze_<lang>) and the group xelm_cloze, 0-shot or k-shot (--num_fewshot)."""
     from xelm.evaluate.tasks import build_tasks, format_summary
+    from xelm.outputs import claim_out_dir
 
+    claim_out_dir(args.out, "tasks build", force=args.force)
     summary = build_tasks(args.corpus, args.out, choices=args.choices, n=args.n,
                           fewshot_docs=args.fewshot_docs, seed=args.seed,
                           languages=args.languages.split(",") if args.languages else None,
@@ -110,11 +133,31 @@ def cmd_lm_eval(args) -> int:
     """lm-eval's command line with the xelm model registered: xelm lm-eval --model xelm ...
 
     Every argument goes to lm-eval, e.g. --model xelm --model_args run=RUN,method=top1,lang=de
-    --tasks xelm_cloze_de --include_path TASKS_DIR --num_fewshot 4."""
+    --tasks xelm_cloze_de --include_path TASKS_DIR --num_fewshot 4. An --output_path must be
+    new, empty or an earlier `xelm lm-eval` output (add --force to write elsewhere), and never
+    inside a run's model folders."""
     from xelm.evaluate.lm_eval_model import run_cli
+    from xelm.outputs import claim_out_dir
 
-    run_cli(args.args)
+    output = _lm_eval_output(args.args)
+    if output is not None:  # lm-eval names its files by time; the folder must be ours
+        claim_out_dir(output.parent if output.suffix == ".json" else output, "lm-eval",
+                      force="--force" in args.args)
+    run_cli([a for a in args.args if a != "--force"])
     return 0
+
+
+def _lm_eval_output(argv: list[str]):
+    """The ``--output_path``/``-o`` of an lm-eval command line, if any."""
+    from pathlib import Path
+
+    for i, arg in enumerate(argv):
+        for flag in ("--output_path", "--output-path", "-o"):
+            if arg == flag and i + 1 < len(argv):
+                return Path(argv[i + 1])
+            if arg.startswith(flag + "="):
+                return Path(arg.split("=", 1)[1])
+    return None
 
 
 def cmd_status(args) -> int:
@@ -133,11 +176,19 @@ def cmd_adapt(args) -> int:
     average, the parameter average of all experts) and is trained on it alone; dense and
     seed LAPT baselines get the same total budget. Results go to results.json ("adapt")
     and report.md. Resumable; a finished call is not repeated."""
+    from pathlib import Path
+
     from xelm.adapt import adapt
     from xelm.report.adapt import markdown_section
+    from xelm.rundir import run_lock
 
-    out = adapt(args.run, args.languages.split(","), args.corpus, tokens=args.tokens,
-                select=args.select, features_file=args.features_file)
+    args.run_root = Path(args.run)
+    if not (args.run_root / "config.yaml").is_file():
+        raise _usage(f"{args.run} is not an xelm run directory (no config.yaml): give the "
+                     "folder of a finished `xelm run`")
+    with run_lock(args.run_root, "adapt"):
+        out = adapt(args.run, args.languages.split(","), args.corpus, tokens=args.tokens,
+                    select=args.select, features_file=args.features_file)
     print(markdown_section(out))
     return 0
 
@@ -145,8 +196,11 @@ def cmd_adapt(args) -> int:
 def cmd_generate(args) -> int:
     """Continue a prompt with a run's expert set (greedy, or --sample with --temperature,
     --top-p and a --seed; the same seed gives the same text)."""
+    from pathlib import Path
+
     from xelm.infer.commands import generate_text
 
+    args.run_root = Path(args.run)
     print(generate_text(args.run, args.prompt, args.method, args.lang, args.max_new_tokens,
                         args.sample, args.temperature, args.seed, top_p=args.top_p))
     return 0
@@ -154,9 +208,12 @@ def cmd_generate(args) -> int:
 
 def cmd_merge(args) -> int:
     """Average a run's experts into one ordinary HF model folder (parameter averaging)."""
+    from pathlib import Path
+
     from xelm.infer.commands import merge_run
 
-    print(merge_run(args.run, args.out, args.weights))
+    args.run_root = Path(args.run)
+    print(merge_run(args.run, args.out, args.weights, force=args.force))
     return 0
 
 
@@ -196,6 +253,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--fewshot-docs", type=int, default=16,
                        help="documents set aside for few-shot examples (default 16)")
     build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--force", action="store_true",
+                       help="write into --out even if it holds files xelm did not put there")
     build.add_argument("--tokenizer", metavar="DIR",
                        help="tokenizer for --max-continuation-tokens (default: the run's)")
     build.add_argument("--max-continuation-tokens", type=int, metavar="N",
@@ -224,6 +283,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("--out", required=True, help="folder for the merged HF model")
     p.add_argument("--weights", help="'prior' or name=weight,... (default: uniform)")
+    p.add_argument("--force", action="store_true",
+                   help="write into --out even if it holds files xelm did not put there "
+                        "(never inside a run's experts/, seed/, dense/ or data/)")
     p.set_defaults(func=cmd_merge)
     p = sub.add_parser("status", help=cmd_status.__doc__, description=cmd_status.__doc__)
     p.add_argument("run", help="run directory")
@@ -260,14 +322,64 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)
-    except ValueError as exc:  # every user-facing error in xelm is a ValueError subclass
-        if args.verbose:
-            raise
-        print(f"xelm: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("xelm: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except USER_ERRORS as exc:  # bad input: one line, the traceback in the run's log
+        if args.verbose:
+            raise
+        _log_failure(args, exc)
+        print(f"xelm: error: {_message(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: one line, where to find the traceback
+        if args.verbose:
+            raise
+        where = _log_failure(args, exc)
+        print(f"xelm: internal error: {type(exc).__name__}: {exc} (the traceback is in "
+              f"{where}; please report it)", file=sys.stderr)
+        return 1
+
+
+# Every user-facing error in xelm is a ValueError subclass; a path that does not exist or
+# cannot be read is the user's too.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)
+
+
+def _log_failure(args, exc: BaseException) -> str:
+    """Write ``exc`` with its traceback to the run's ``xelm.log`` (the log of the run the
+    command names, if it is one; else a log in the temporary folder). Returns its path."""
+    import tempfile
+    from pathlib import Path
+
+    from xelm.outputs import is_run_dir
+
+    log = logging.getLogger("xelm")
+    attached = {h.baseFilename: h for h in log.handlers if getattr(h, "_xelm_run_log", False)}
+    root = getattr(args, "run_root", None)
+    if root is not None and is_run_dir(Path(root)):
+        path = str((Path(root) / "xelm.log").resolve())
+    elif root is None and attached:
+        path = next(iter(attached))
+    else:
+        path = str(Path(tempfile.gettempdir()) / "xelm-error.log")
+    handler = attached.get(path)
+    own = handler is None
+    if own:
+        handler = logging.FileHandler(path, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.handle(log.makeRecord("xelm", logging.ERROR, __file__, 0, "`xelm %s` failed: %s",
+                                  (args.command, exc), (type(exc), exc, exc.__traceback__)))
+    handler.flush()
+    if own:
+        handler.close()
+    return path
 
 
 if __name__ == "__main__":

@@ -42,10 +42,27 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def cached_json(path: str | Path, compute) -> Any:
-    """``path``'s JSON if it exists, else ``compute()``, written there first (resumable work)."""
-    if Path(path).is_file():
-        return read_json(path)
+def fingerprint(obj: Any) -> str:
+    """A short SHA-256 of ``obj``'s canonical JSON (what a cached result was made from)."""
+    import hashlib
+
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cached_json(path: str | Path, compute, key: Any = None) -> Any:
+    """``path``'s JSON if it exists and was made from ``key``, else ``compute()``, written
+    there first (resumable work).
+
+    ``key`` is everything the result depends on (settings, weight and data hashes); it is
+    stored beside the value, and a file made from another key -- or written before keys
+    were stored -- is computed again, never trusted.
+    """
+    path = Path(path)
+    if path.is_file():
+        stored = read_json(path)
+        if isinstance(stored, dict) and stored.get("key") == key and "value" in stored:
+            return stored["value"]
     result = compute()
-    write_json(path, result)
+    write_json(path, {"key": key, "value": result})
     return result

@@ -9,6 +9,7 @@ evaluation options, may differ). Every stage also logs to ``xelm.log`` inside it
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,6 +63,18 @@ def config_differences(old: dict, new: dict) -> list[str]:
             if not _same(k, a.get(k), b.get(k)) and not k.startswith(MUTABLE_PREFIXES)]
 
 
+def refuse_foreign(root: Path) -> None:
+    """Refuse a non-empty folder that is not a run directory: a run never writes among
+    files it did not make."""
+    if (root / "config.yaml").is_file() or not root.is_dir():
+        return
+    shown = sorted(p.name for p in root.iterdir() if not p.name.startswith(LOCK_NAME))
+    if shown:
+        raise RunDirError(f"{root} is not empty and is not an xelm run directory (it holds "
+                          f"{', '.join(shown[:5])}{', ...' if len(shown) > 5 else ''}): "
+                          "give a new or empty folder as out_dir (--out DIR)")
+
+
 def _aside_name(root: Path) -> Path:
     """``NAME.old-<timestamp>``, numbered when that exists (two --force in a second)."""
     base = f"{root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -88,28 +101,62 @@ class RunDir:
 
     @classmethod
     def open(cls, cfg: Config, force: bool = False) -> "RunDir":
-        """Create or reuse ``cfg.out_dir``; refuse a directory made by another config."""
+        """Create or reuse ``cfg.out_dir``; refuse a directory made by another config.
+
+        A directory in which no stage has finished (a failed first attempt) is not a run
+        yet: a different config simply starts it again. Changed ``eval.*`` settings make
+        ``results.json`` and ``report.md`` stale: they are removed (everything in them is
+        rebuilt from keyed caches by ``xelm eval``/``report``), so they never describe
+        settings other than those in ``config.yaml``.
+        """
         root = Path(cfg.out_dir)
         saved = root / "config.yaml"
         new = cfg.model_dump(mode="json")
-        aside = None
+        aside, restarted, old = None, False, None
         if saved.is_file():
-            diff = config_differences(yaml.safe_load(saved.read_text(encoding="utf-8")), new)
-            if diff and not force:
+            old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+            diff = config_differences(old, new)
+            if diff and not cls(root).started():
+                restarted = True
+            elif diff and not force:
                 raise RunDirError(
                     f"{root} was made with a different config:\n  " + "\n  ".join(diff) +
                     "\nUse a new out_dir (--out DIR), or --force to move the old run aside "
                     "and start again.")
-            if diff:
+            elif diff:
                 aside = _aside_name(root)
                 root.rename(aside)
+                old = None
+        else:
+            refuse_foreign(root)
         root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(saved, cfg.to_yaml())
         rd = cls(root)
+        if restarted:  # the failed attempt's partial data was made with the other config
+            shutil.rmtree(rd.data, ignore_errors=True)
+        atomic_write_text(saved, cfg.to_yaml())
         rd._log_to_file()
         if aside is not None:
             log.warning("moved the previous run to %s", aside)
+        if restarted:
+            log.info("no stage had finished in %s: starting again with the new config", root)
+        if old is not None and old.get("eval") != new.get("eval"):
+            rd.drop_stale_results()
         return rd
+
+    def started(self) -> bool:
+        """Has any stage finished here? (``prepare`` is the first, and every other needs it.)"""
+        return (self.data / "prepare.json").is_file()
+
+    def drop_stale_results(self) -> None:
+        """Remove ``results.json`` and ``report.md`` made under other ``eval.*`` settings."""
+        stale = [p for p in (self.results, self.root / "report.md") if p.is_file()]
+        for path in stale:
+            path.unlink()
+        if stale:
+            log.warning("eval settings changed: removed %s (made with the old settings); "
+                        "`xelm eval` and `xelm report` rebuild them, `xelm adapt` and "
+                        "`xelm eval --downstream` add their sections again",
+                        " and ".join(p.name for p in stale))
 
     def _log_to_file(self) -> None:
         """Log to this run's ``xelm.log`` only: a process that opens several run
@@ -142,3 +189,51 @@ class RunDir:
     def timing(self) -> dict:
         path = self.root / "timing.json"
         return read_json(path) if path.is_file() else {}
+
+
+class RunLockedError(RunDirError):
+    """Another process is working on the same run directory."""
+
+
+LOCK_NAME = ".xelm.lock"
+
+
+@contextmanager
+def run_lock(root: str | Path, command: str):
+    """Hold the run directory's lock while ``command`` writes into it.
+
+    An OS lock (``filelock``: ``flock``, which NFS clients map to POSIX locks) on
+    ``RUN/.xelm.lock``; the kernel drops it when its process dies, even by ``kill -9``,
+    so a crashed run never blocks the next. Who holds it (host, PID, command, since when)
+    is written beside it, in ``.xelm.lock.owner.json``, for the refusal message. Training
+    workers (local subprocesses, Ray tasks, ``accelerate`` ranks) are started by the
+    locking process and take no lock of their own.
+    """
+    import json
+    import os
+    import socket
+
+    from filelock import FileLock, Timeout
+
+    root = Path(root)
+    lock = FileLock(str(root / LOCK_NAME), timeout=0)
+    owner = root / f"{LOCK_NAME}.owner.json"
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            who = json.loads(owner.read_text(encoding="utf-8"))
+            by = (f"`xelm {who['command']}` (PID {who['pid']} on host {who['host']}, "
+                  f"since {who['since']})")
+        except (OSError, ValueError, KeyError, TypeError):
+            by = "another xelm process"
+        raise RunLockedError(f"{root} is in use by {by}: wait for it to finish, or stop it "
+                             "and run this command again (a killed process leaves no lock)") from None
+    try:
+        atomic_write_text(owner, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                             "command": command,
+                                             "since": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+        lock.release()

@@ -229,3 +229,14 @@ def test_downstream_adds_results_and_report(setup, tmp_path):
     assert downstream(Config(), rd, shots=(0, 1), choices=3) == entry  # resumed from the cache
     assert before == {p: p.stat().st_mtime_ns for p in (run / "downstream").glob("*.json")}
     assert (run / "report.md").read_text().count("## Downstream") == 1
+    # other weights are rescored: dense becomes a copy of e1, the expert set is unchanged
+    shutil.copy(run / "experts" / "e1" / "model.safetensors", run / "dense" / "model.safetensors")
+    again = downstream(Config(), rd, shots=(0, 1), choices=3)
+    changed = {p.name for p in before if p.stat().st_mtime_ns != before[p]}
+    assert changed == {"dense.0shot.json", "dense.1shot.json"}
+    for shots in ("0", "1"):
+        assert again["accuracy"]["dense"][shots]["qa1"] == \
+            pytest.approx(again["accuracy"]["xelm_top1"][shots]["qa1"])
+    # so are other eval settings that reach the models (the batch size)
+    downstream(Config(eval={"batch_size": 3}), rd, shots=(0,), choices=3)
+    assert all(p.stat().st_mtime_ns != before[p] for p in before if ".0shot" in p.name)

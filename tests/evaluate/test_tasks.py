@@ -103,11 +103,12 @@ def test_build_is_deterministic_and_seeded(corpus, tmp_path):
 
 def test_task_yamls_are_lm_eval_multiple_choice_over_local_json(corpus, tmp_path):
     summary = build_tasks(corpus, tmp_path / "t", languages=["de"], choices=2)
-    task = yaml.safe_load((tmp_path / "t" / "xelm_cloze_de.yaml").read_text())
+    task = _task_yaml(tmp_path / "t" / "xelm_cloze_de.yaml")
     assert task["task"] == "xelm_cloze_de" and task["output_type"] == "multiple_choice"
     assert task["dataset_path"] == "json"
-    files = task["dataset_kwargs"]["data_files"]
-    assert Path(files["test"]).is_absolute() and Path(files["test"]).is_file()
+    assert task["custom_dataset"] == "xelm_cloze_data.load"
+    files = task["dataset_kwargs"]["data_files"]  # relative to the task folder
+    assert not Path(files["test"]).is_absolute() and (tmp_path / "t" / files["test"]).is_file()
     assert task["fewshot_split"] == "fewshot" and task["test_split"] == "test"
     assert {m["metric"] for m in task["metric_list"]} == {"acc", "acc_norm"}
     group = yaml.safe_load((tmp_path / "t" / "_xelm_cloze.yaml").read_text())
@@ -116,6 +117,35 @@ def test_task_yamls_are_lm_eval_multiple_choice_over_local_json(corpus, tmp_path
     # a rebuild with other languages leaves no stale task behind
     build_tasks(corpus, tmp_path / "t", languages=["en"], choices=2)
     assert not (tmp_path / "t" / "xelm_cloze_de.yaml").exists()
+
+
+def _task_yaml(path: Path) -> dict:
+    class Loader(yaml.SafeLoader):
+        pass
+    Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+    return yaml.load(path.read_text(), Loader=Loader)
+
+
+def test_a_moved_task_folder_still_loads_in_lm_eval(corpus, tmp_path, monkeypatch):
+    from lm_eval.tasks import TaskManager
+
+    build_tasks(corpus, tmp_path / "t", languages=["de"], choices=2, n=5)
+    moved = tmp_path / "elsewhere" / "tasks"
+    moved.parent.mkdir()
+    (tmp_path / "t").rename(moved)
+    monkeypatch.chdir(tmp_path / "elsewhere")  # data paths must not depend on the cwd either
+    tm = TaskManager(include_path=str(moved), include_defaults=False)
+    task = tm.load(["xelm_cloze_de"])["tasks"]["xelm_cloze_de"]
+    docs = list(task.test_docs())
+    assert len(docs) == 5 and docs == _rows(moved / "data" / "de.test.jsonl")
+
+
+def test_too_few_documents_say_which_choices_would_work(tmp_path):
+    d = tmp_path / "c"
+    d.mkdir()
+    (d / "en.txt").write_text("\n".join(_docs("en", 7)), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"--choices 3 would work"):
+        build_tasks(d, tmp_path / "out", choices=4)
 
 
 def test_too_few_documents_skip_a_language_or_fail(tmp_path):

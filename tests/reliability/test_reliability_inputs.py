@@ -19,8 +19,8 @@ from xelm_testing import cli_fails, dir_prepare_args, tiny_args
 from xelm.cli import main
 
 # What a failed stage may leave in its run directory: the resolved config, the log and
-# the per-stage timing. Anything else (data/, a *.tmp, a half-written artifact) is a bug.
-HARMLESS = {"config.yaml", "xelm.log", "timing.json"}
+# the per-stage timing and the lock file. Anything else (data/, a *.tmp, a half-written artifact) is a bug.
+HARMLESS = {"config.yaml", "xelm.log", "timing.json", ".xelm.lock"}
 
 
 
@@ -127,16 +127,27 @@ def _open(out: Path, *overrides: str, force: bool = False):
     return RunDir.open(config.load(None, list(overrides), out_dir=str(out)), force=force)
 
 
+def _prepared(out: Path) -> None:
+    """Mark ``prepare`` finished: a folder in which no stage has finished is not a run yet."""
+    (out / "data").mkdir(exist_ok=True)
+    (out / "data" / "prepare.json").write_text("{}\n")
+
+
+def _files(out: Path) -> dict:
+    return {p.relative_to(out): p.read_bytes() for p in out.rglob("*")
+            if p.is_file() and p.name not in ("xelm.log", ".xelm.lock")}
+
+
 def test_run_directory_of_another_config_is_refused_untouched(tmp_path, capsys):
     out = tmp_path / "run"
     _open(out, "train.tokens=1000000")
+    _prepared(out)
     (out / "results.json").write_text('{"precious": true}\n')
-    before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "xelm.log"}
+    before = _files(out)
     err = cli_fails(capsys, ["prepare", *tiny_args(out)], "was made with a different config",
                  "train.tokens: 1000000 -> 24000", "new out_dir (--out DIR)", "--force")
     assert "Traceback" not in err
-    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "xelm.log"} == before
-    assert not (out / "data").exists()
+    assert _files(out) == before
 
 
 def test_corpus_path_spelt_another_way_resumes_but_another_folder_is_refused(tmp_path,
@@ -148,6 +159,7 @@ def test_corpus_path_spelt_another_way_resumes_but_another_folder_is_refused(tmp
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
     _open(out, "corpus.source=dir", "corpus.path=corpus")
+    _prepared(out)
     _open(out, "corpus.source=dir", f"corpus.path={tmp_path / 'corpus'}")  # same folder
     _open(out, "corpus.source=dir", "corpus.path=./other/../corpus/")
     with pytest.raises(RunDirError, match="corpus.path"):
@@ -158,10 +170,12 @@ def test_corpus_path_spelt_another_way_resumes_but_another_folder_is_refused(tmp
 def test_force_moves_the_old_run_aside_and_deletes_nothing(tmp_path):
     out = tmp_path / "run"
     _open(out, "train.tokens=1000000")
+    _prepared(out)
     (out / "experts" / "e0").mkdir(parents=True)
     (out / "experts" / "e0" / "model.safetensors").write_bytes(b"weights")
     first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     _open(out, "train.tokens=2000000", force=True)
+    _prepared(out)
     second = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     _open(out, "train.tokens=3000000", force=True)  # twice in the same second: no clash
     asides = sorted(p for p in tmp_path.iterdir() if p.name.startswith("run.old-"))

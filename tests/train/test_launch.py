@@ -53,8 +53,9 @@ def test_unknown_launcher_is_refused(tmp_path):
 
 def test_cli_launcher_options_set_the_config(tmp_path, capsys):
     out = tmp_path / "run"
+    assert main(["prepare", *tiny_args(out)]) == 0
     assert main(["train", *tiny_args(out), "--launcher", "ray", "--ray-address", "10.0.0.1:6379"]) == 2
-    assert "needs 'prepare' first" in capsys.readouterr().err
+    assert "needs 'seed' first" in capsys.readouterr().err
     train = yaml.safe_load((out / "config.yaml").read_text())["train"]
     assert train["launcher"] == "ray" and train["ray_address"] == "10.0.0.1:6379"
 

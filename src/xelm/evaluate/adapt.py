@@ -1,7 +1,8 @@
 """Scoring an ``xelm adapt`` call: every model on the new languages, forgetting on the old.
 
-Scores are cached per model under ``adapt/<key>/eval/`` so an interrupted evaluation
-resumes; ``evaluate_call`` assembles the call's ``results.json["adapt"]``.
+Scores are cached per model under ``adapt/<key>/eval/``, keyed like the eval stage's
+(:func:`xelm.evaluate.stage.score_key`), so an interrupted evaluation resumes and changed
+eval settings or weights are scored again; ``evaluate_call`` assembles the call's ``results.json["adapt"]``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from pathlib import Path
 
 from xelm.adapt import BASELINES, NEW_MODELS, language_streams, tokens_per_byte
 from xelm.config import Config
-from xelm.evaluate.stage import LazyExperts, method_scorer, score_languages
+from xelm.evaluate.stage import (LazyExperts, eval_settings, method_scorer, score_key,
+                                 score_languages)
 from xelm.io import cached_json, read_json
 from xelm.rundir import RunDir
 
@@ -43,14 +45,17 @@ def _scores(cfg: Config, rd: RunDir, key: str, new: list[str], old: list[str]) -
                                                                    streams), name)
 
     cache = rd.root / "adapt" / key / "eval"
-    scores = {name: cached_json(cache / f"{name}.json", lambda f=folder, name=name: single(
-        name, f, streams_all if name in ("dense", "dense_lapt") else streams_new))
-        for name, folder in folders.items()}
-    scores["xelm_top1"] = cached_json(cache / "xelm_top1.json",
-                                      xelm("top1", streams_all, "xelm_top1"))
-    # the whole adapted set on the new languages, no language label
-    scores["xelm_posterior"] = cached_json(cache / "xelm_posterior.json",
-                                           xelm(POSTERIOR_METHOD, streams_new, "xelm_posterior"))
+    scores = {}
+    for name, folder in folders.items():
+        streams = streams_all if name in ("dense", "dense_lapt") else streams_new
+        scores[name] = cached_json(cache / f"{name}.json",
+                                   lambda f=folder, name=name, s=streams: single(name, f, s),
+                                   key=score_key(cfg, rd, name, streams, folder))
+    for name, method, streams in (("xelm_top1", "top1", streams_all),
+                                  # the whole adapted set on the new languages, no label
+                                  ("xelm_posterior", POSTERIOR_METHOD, streams_new)):
+        scores[name] = cached_json(cache / f"{name}.json", xelm(method, streams, name),
+                                   key=score_key(cfg, rd, f"xelm_{method}", streams))
     return scores
 
 
@@ -107,6 +112,7 @@ def evaluate_call(cfg: Config, rd: RunDir, key: str, call: dict, record: dict,
            "tokens_per_byte": {x: tokens_per_byte(record["languages"][x]["stats"]) for x in new},
            "tokens_per_byte_old": {x: tokens_per_byte(stats[x]) for x in old if x in stats},
            "forgetting": _forgetting(scores, old, read_json(rd.results)),
-           "old_experts_unchanged": hashes["unchanged"], "old_expert_hashes": hashes["sha256"]}
+           "old_experts_unchanged": hashes["unchanged"], "old_expert_hashes": hashes["sha256"],
+           "eval_settings": eval_settings(cfg)}
     res["summary"] = summary(res)
     return res

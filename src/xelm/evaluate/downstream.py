@@ -11,8 +11,9 @@ run's held-out documents, evaluates the dense model (lm-eval's own ``hf`` model 
                    "shots": [0, 4], "positions": 128, "skipped": {lang: why},
                    "tasks": "downstream/tasks"}
 
-Each (model, shots) result is cached in ``RUN/downstream/`` together with a fingerprint
-of the tasks, so an interrupted evaluation resumes and a rebuilt task set is rescored.
+Each (model, shots) result is cached in ``RUN/downstream/`` with its key (a fingerprint of
+the tasks, the SHA-256 of the weights scored, the batch size), so an interrupted evaluation
+resumes and a rebuilt task set, a changed expert set or other settings are rescored.
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ def downstream(cfg: Config, rd: RunDir, *, shots: tuple[int, ...] = SHOTS,
     ``results.json`` and the report; return the ``downstream`` entry."""
     from lm_eval.tasks import TaskManager
 
+    from xelm.evaluate.stage import eval_settings, expert_set_hash, weight_hashes
+
     summary = build_run_tasks(cfg, rd, choices=choices, n=n)
     tasks_dir = rd.root / "downstream" / "tasks"
     fingerprint = _fingerprint(summary, tasks_dir)
@@ -130,23 +133,25 @@ def downstream(cfg: Config, rd: RunDir, *, shots: tuple[int, ...] = SHOTS,
     models = _Models(cfg, rd)
     acc: dict = {}
     acc_norm: dict = {}
+    weights = {"dense": weight_hashes(rd.dense), "experts": expert_set_hash(rd)}
     for name in ("dense", *(f"xelm_{m}" for m in methods)):
         for k in shots:
             cache = rd.root / "downstream" / f"{name}.{k}shot.json"
             cached = read_json(cache) if cache.is_file() else {}
-            if cached.get("fingerprint") != fingerprint:
+            key = {"tasks": fingerprint, "batch_size": cfg.eval.batch_size,
+                   "weights": weights[name] if name in weights else weights["experts"]}
+            if cached.get("key") != key:
                 log.info("downstream: %s, %d-shot, %d languages", name, k, len(langs))
                 if task_manager is None:
                     task_manager = TaskManager(include_path=str(tasks_dir), include_defaults=False)
-                cached = {"fingerprint": fingerprint,
-                          **_evaluate_model(models, name, langs, k, task_manager)}
+                cached = {"key": key, **_evaluate_model(models, name, langs, k, task_manager)}
                 write_json(cache, cached)
             acc.setdefault(name, {})[str(k)] = cached["acc"]
             acc_norm.setdefault(name, {})[str(k)] = cached["acc_norm"]
     entry = {"accuracy": acc, "accuracy_norm": acc_norm, "n_examples": summary["n_examples"],
              "choices": choices, "chance": 1 / choices, "shots": list(shots),
              "positions": cfg.model.context, "skipped": summary["skipped"],
-             "tasks": "downstream/tasks"}
+             "tasks": "downstream/tasks", "eval_settings": eval_settings(cfg)}
     _merge_results(rd, entry)
     _update_report(rd, entry)
     return entry

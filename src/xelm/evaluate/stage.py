@@ -1,7 +1,10 @@
 """The ``eval`` stage: every model and inference method on every language's test split.
 
-Results per (model or method) are cached in ``eval/<key>.json`` so an interrupted
-evaluation resumes; ``results.json`` (schema in DESIGN.md) is rebuilt from the cache.
+Results per (model or method) are cached in ``eval/<name>.json`` so an interrupted
+evaluation resumes; ``results.json`` (schema in DESIGN.md) is rebuilt from the cache. Each
+cached score is keyed on everything that can change it (:func:`score_key`: the eval
+settings the method uses, the SHA-256 of the weights and of the test shards); a cache made
+from another key is scored again.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from xelm.config import Config
-from xelm.io import cached_json, read_json, write_json
+from xelm.io import cached_json, fingerprint, read_json, write_json
 from xelm.rundir import RunDir
 
 log = logging.getLogger("xelm")
@@ -40,8 +43,58 @@ def score_languages(cfg: Config, streams: dict, scorer_for, desc: str) -> dict:
     return out
 
 
-def _cached(rd: RunDir, key: str, compute) -> dict:
-    return cached_json(rd.eval_cache / f"{key}.json", compute)
+# The eval.* options each method reads besides the test streams and the batch size.
+METHOD_OPTIONS = {"ensemble_posterior": ("top_k",), "ensemble_posterior_context": ("top_k",),
+                  "ensemble_tfidf": ("top_k", "temperature"), "top1_tfidf": ("temperature",)}
+
+
+def weight_hashes(folder) -> dict[str, str]:
+    """SHA-256 of every ``*.safetensors`` file in ``folder``."""
+    from xelm.experts.store import sha256_file, weight_files
+
+    return {p.name: sha256_file(p) for p in weight_files(folder)}
+
+
+def expert_set_hash(rd: RunDir) -> str:
+    """What an expert-set score depends on in ``xelm.json``: every expert's pinned weight
+    hashes and languages, the language map, the prior and the tokenizer."""
+    m = read_json(rd.root / "xelm.json")
+    return fingerprint({"experts": [(e["name"], e["files"], e["languages"]) for e in m["experts"]],
+                        "language_to_expert": m["language_to_expert"], "prior": m.get("prior"),
+                        "tokenizer": m.get("tokenizer_sha256"), "tfidf": m.get("tfidf")})
+
+
+def stream_hashes(streams: dict) -> dict[str, str]:
+    """A hash of each language's scored tokens and byte count."""
+    import hashlib
+
+    return {lang: hashlib.sha256(tokens.tobytes()).hexdigest()[:16] + f":{nbytes}"
+            for lang, (tokens, nbytes) in streams.items()}
+
+
+def score_key(cfg: Config, rd: RunDir, model: str, streams: dict, folder=None) -> dict:
+    """Everything a cached score of ``model`` (a folder's model, or ``xelm_<method>``)
+    depends on. ``folder``: the single model scored; else the run's expert set."""
+    key = {"model": model, "context": cfg.model.context, "batch_size": cfg.eval.batch_size,
+           "test": stream_hashes(streams)}
+    if folder is not None:
+        key["weights"] = weight_hashes(folder)
+        return key
+    method = model.removeprefix("xelm_")
+    key["options"] = {o: getattr(cfg.eval, o) for o in METHOD_OPTIONS.get(method, ())}
+    key["experts"] = expert_set_hash(rd)
+    if method.endswith("_tfidf"):
+        from xelm.experts.store import check_inside, sha256_file
+
+        router = check_inside(rd.root, read_json(rd.allocation)["router"])  # a folder
+        key["router"] = {p.relative_to(router).as_posix(): sha256_file(p)
+                         for p in sorted(router.rglob("*")) if p.is_file()}
+    return key
+
+
+def _cached(cfg: Config, rd: RunDir, name: str, streams: dict, compute, folder=None) -> dict:
+    return cached_json(rd.eval_cache / f"{name}.json", compute,
+                       key=score_key(cfg, rd, name, streams, folder))
 
 
 def evaluate(cfg: Config, rd: RunDir) -> dict:
@@ -63,11 +116,11 @@ def _evaluate(cfg: Config, rd: RunDir) -> dict:
             model = load_causal_lm(folder)
             return score_languages(cfg, streams, lambda lang: lambda ids, rows:
                                    target_logprobs(model, ids), key)
-        scores[key] = _cached(rd, key, single)
+        scores[key] = _cached(cfg, rd, key, streams, single, folder=folder)
     experts = LazyExperts(rd)
     for method in cfg.eval.methods:
         scores[f"xelm_{method}"] = _cached(
-            rd, f"xelm_{method}",
+            cfg, rd, f"xelm_{method}", streams,
             lambda method=method: score_languages(
                 cfg, streams, method_scorer(cfg, rd, experts, method, streams), f"xelm_{method}"))
     return write_results(cfg, rd, scores)
@@ -109,12 +162,19 @@ def _tfidf_weigher(cfg: Config, rd: RunDir, method: str):
     from xelm.experts.store import check_inside
     from xelm.infer.routers import tfidf_log_weights
 
-    router = TfidfRouter.load(check_inside(rd.root, read_json(rd.allocation)["router"]))
+    allocation = read_json(rd.allocation)
+    router = TfidfRouter.load(check_inside(rd.root, allocation["router"]))
+    centred = list(allocation["experts"])  # centre i is the allocation's i-th expert
     top_k = 1 if method == "top1_tfidf" else cfg.eval.top_k
 
     def weigh(texts: list[str], es):
         dist = np.sqrt(np.maximum(router.distances(texts, progress=False), 0.0))
-        return tfidf_log_weights(dist, cfg.eval.temperature, top_k)
+        # experts added later (`xelm adapt`) have no centre: infinitely far, weight 0
+        full = np.full((len(texts), len(es.names)), np.inf)
+        for j, name in enumerate(es.names):
+            if name in centred:
+                full[:, j] = dist[:, centred.index(name)]
+        return tfidf_log_weights(full, cfg.eval.temperature, top_k)
     return weigh
 
 
@@ -235,17 +295,33 @@ def budget(rd: RunDir) -> dict:
     return out
 
 
+def eval_settings(cfg: Config) -> dict:
+    """The ``eval`` section a result was made with (recorded beside it in results.json)."""
+    return cfg.eval.model_dump(mode="json")
+
+
+# Sections other commands add to results.json, each recording its own eval settings.
+SECTIONS = ("adapt", "downstream")
+
+
 def write_results(cfg: Config, rd: RunDir, scores: dict) -> dict:
     languages = read_json(rd.data / "prepare.json")["languages"]
-    results = {"languages": languages, "budget": budget(rd),
+    results = {"languages": languages, "eval_settings": eval_settings(cfg), "budget": budget(rd),
                "perplexity": {k: {lang: v[lang]["perplexity"] for lang in languages}
                               for k, v in scores.items()},
                "bits_per_byte": {k: {lang: v[lang]["bits_per_byte"] for lang in languages}
                                  for k, v in scores.items()},
                "eval_tokens": {lang: scores["dense"][lang]["tokens"] for lang in languages},
                "timing": rd.timing()}
-    if rd.results.is_file():  # keep what other commands added (adapt, downstream)
+    if rd.results.is_file():  # keep what other commands added under the same settings
         previous = read_json(rd.results)
-        results.update({k: v for k, v in previous.items() if k not in results})
+        for name in SECTIONS:
+            if name not in previous:
+                continue
+            if previous[name].get("eval_settings") == results["eval_settings"]:
+                results[name] = previous[name]
+            else:
+                log.warning("results.json: dropped the %r section (made with other eval "
+                            "settings); run its command again to rescore it", name)
     write_json(rd.results, results)
     return results

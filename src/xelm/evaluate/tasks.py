@@ -125,8 +125,11 @@ def build_language(docs: list[str], lang: str, *, choices: int = 4, n: int = 200
         raise ValueError(f"choices must be >= 2, got {choices}")
     cands = _candidates(docs, context_sentences, fits)
     if len(cands) < 2 * choices:
+        fix = (f"--choices {len(cands) // 2} would work" if len(cands) >= 4 else
+               "too few even for --choices 2: give it more held-out text")
         raise ValueError(f"language {lang}: {len(cands)} usable held-out documents, need at "
-                         f"least {2 * choices} for {choices} choices and a few-shot split")
+                         f"least {2 * choices} for {choices} choices and a few-shot split "
+                         f"({fix})")
     rng = random.Random(f"xelm-cloze/{seed}/{lang}")
     rng.shuffle(cands)
     n_few = max(choices, min(fewshot_docs, len(cands) // 4))
@@ -162,12 +165,31 @@ def _jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
-def task_config(lang: str, test_file: Path, fewshot_file: Path) -> dict:
-    """The lm-eval task YAML (as a dict) of one language."""
+# The task YAMLs name their data relative to the task folder, and lm-eval resolves data
+# paths against the working directory; so each folder gets this small loader, which
+# lm-eval imports from beside the YAML (``!function``), and the folder can be moved.
+LOADER = "xelm_cloze_data"
+LOADER_SOURCE = '''"""Loads the jsonl files of this task folder (written by `xelm tasks build`)
+relative to the folder itself, so the folder can be moved or shared."""
+
+from pathlib import Path
+
+
+def load(data_files=None, **_):
+    import datasets
+
+    here = Path(__file__).resolve().parent
+    return datasets.load_dataset("json", data_files={split: str(here / rel)
+                                                     for split, rel in data_files.items()})
+'''
+
+
+def task_config(lang: str, test_file: str, fewshot_file: str) -> dict:
+    """The lm-eval task YAML (as a dict) of one language; data paths are relative to the
+    task folder (``custom_dataset`` is added when it is written)."""
     metric = {"aggregation": "mean", "higher_is_better": True}
     return {"task": task_name(lang), "dataset_path": "json",
-            "dataset_kwargs": {"data_files": {"test": str(test_file.resolve()),
-                                              "fewshot": str(fewshot_file.resolve())}},
+            "dataset_kwargs": {"data_files": {"test": test_file, "fewshot": fewshot_file}},
             "test_split": "test", "fewshot_split": "fewshot",
             "output_type": "multiple_choice",
             "doc_to_text": "context", "doc_to_choice": "choices",
@@ -195,17 +217,18 @@ def _fits(tokenizer, max_tokens: int | None):
     return lambda text: len(tokenizer.encode(" " + text, add_special_tokens=False)) <= max_tokens
 
 
-def _dump_yaml(path: Path, data: dict) -> None:
+def _dump_yaml(path: Path, data: dict, extra: str = "") -> None:
     import yaml
 
-    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True) + extra)
 
 
 def _write_language(out: Path, lang: str, splits: dict[str, list[dict]]) -> None:
-    files = {split: out / "data" / f"{lang}.{split}.jsonl" for split in splits}
+    files = {split: f"data/{lang}.{split}.jsonl" for split in splits}
     for split, rows in splits.items():
-        atomic_write_text(files[split], _jsonl(rows))
-    _dump_yaml(out / f"{task_name(lang)}.yaml", task_config(lang, files["test"], files["fewshot"]))
+        atomic_write_text(out / files[split], _jsonl(rows))
+    _dump_yaml(out / f"{task_name(lang)}.yaml", task_config(lang, files["test"], files["fewshot"]),
+               extra=f"custom_dataset: !function {LOADER}.load\n")
 
 
 def build_tasks(corpus: str | Path, out: str | Path, *, languages: list[str] | None = None,
@@ -254,6 +277,7 @@ def build_tasks(corpus: str | Path, out: str | Path, *, languages: list[str] | N
     if not summary["tasks"]:
         raise ValueError("no language has enough held-out documents for a task: "
                          + "; ".join(summary["skipped"].values()))
+    atomic_write_text(out / f"{LOADER}.py", LOADER_SOURCE)
     _dump_yaml(out / f"_{GROUP}.yaml", group_config(list(summary["tasks"])))
     write_json(out / "tasks.json", summary)
     return summary

@@ -41,8 +41,14 @@ class ManifestError(ValueError):
     """``xelm.json`` is missing, malformed, or does not match the files on disk."""
 
 
-class UnknownLanguageError(KeyError):
-    """A language no expert serves; the message lists the languages that are served."""
+class UnknownLanguageError(ValueError, KeyError):
+    """A language no expert serves; the message lists the languages that are served.
+
+    A ``ValueError`` (bad user input: the CLI prints it as one line, exit 2) and, for
+    callers that look languages up like a mapping, a ``KeyError``."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
     def __str__(self) -> str:  # KeyError would print the repr of the message
         return str(self.args[0])

@@ -43,11 +43,13 @@ def generate_text(run: str, prompt: str, method: str = "ensemble_posterior",
     return experts.tokenizer.decode(out[0], skip_special_tokens=True)
 
 
-def merge_run(run: str, out: str, weights: str | None = None) -> Path:
+def merge_run(run: str, out: str, weights: str | None = None, force: bool = False) -> Path:
     """Average the run's experts into one HF model folder (``--weights``: ``prior``, or
-    ``name=w,name=w``; default uniform)."""
+    ``name=w,name=w``; default uniform). ``out`` must be new, empty or an earlier merge's
+    (``force``: any folder but a run's own)."""
     from xelm.experts.manifest import ExpertSet
     from xelm.infer.average import merge_to_folder
+    from xelm.outputs import claim_out_dir
 
     parsed: str | dict | None = weights
     if weights and weights != "prior":
@@ -56,4 +58,5 @@ def merge_run(run: str, out: str, weights: str | None = None) -> Path:
         except ValueError:
             raise ValueError(f"--weights {weights!r}: give 'prior' or name=weight pairs, "
                              "e.g. e0=0.5,e1=0.5") from None
-    return merge_to_folder(ExpertSet.load(run), out, weights=parsed)
+    experts = ExpertSet.load(run)  # a missing or broken run is refused before --out is made
+    return merge_to_folder(experts, claim_out_dir(out, "merge", force=force), weights=parsed)
