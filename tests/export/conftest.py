@@ -90,7 +90,9 @@ def build_export_run(root: Path) -> Path:
                      "eval": {"batch_size": 8}})
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-    tiny_tokenizer(VOCAB).save_pretrained(root / "data" / "tokenizer")
+    tokenizer = tiny_tokenizer(VOCAB)
+    tokenizer.pad_token = tokenizer.eos_token = "<unk>"
+    tokenizer.save_pretrained(root / "data" / "tokenizer")
     stats, train = {}, {}
     for i, lang in enumerate(LANGS):
         stats[lang] = {}
@@ -111,6 +113,7 @@ def build_export_run(root: Path) -> Path:
                for i, (name, langs) in enumerate(EXPERTS.items())]
     for folder, model in [("seed", seed), ("dense", seed)] + experts:
         model.save_pretrained(root / folder)
+        tokenizer.save_pretrained(root / folder)  # as xelm's training saves it
         write_json(root / folder / "train_state.json", {"done": True, "tokens": 3000})
     specs = [{"name": n, "path": f"experts/{n}", "languages": langs, "parent": "seed",
               "tokens": 1000} for n, langs in EXPERTS.items()]

@@ -51,6 +51,16 @@ def mergekit_config(run: str | os.PathLike, manifest: dict, experts_per_token: i
     moe_class_for(configs)  # mergekit-moe, too, writes Mixtral from Llama/Mistral experts
     if not (run / "seed" / "config.json").is_file():
         raise ExportError(f"{run} has no seed/ model: mergekit-moe needs a base model")
+    if not (run / "seed" / "tokenizer.json").is_file():
+        raise ExportError(f"{run}/seed has no tokenizer.json, and mergekit-moe reads the "
+                          "tokenizer from its base model: use --format moe, or merge a copy "
+                          "of seed/ with data/tokenizer's files added")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(os.fspath(run / "seed"), local_files_only=True)
+    if tok.bos_token_id is None and tok.eos_token_id is None:  # mergekit pads with one
+        raise ExportError(f"{run}/seed's tokenizer has neither a BOS nor an EOS token, which "
+                          "mergekit-moe pads its gate prompts with: use --format moe")
     langs = expert_languages(manifest)
     experts = []
     for e in manifest["experts"]:
