@@ -139,3 +139,22 @@ def test_generate_and_merge_commands(finished_run, tmp_path, capsys):
     merged = load_file(str(tmp_path / "merged" / "model.safetensors"))
     e0 = load_file(str(finished_run / "experts" / "e0" / "model.safetensors"))
     assert all(torch.equal(merged[k], e0[k]) for k in e0)  # all weight on e0 gives e0
+
+
+def test_dense_lr_and_split_seed(tmp_path, corpus_dir):
+    """`train.dense_lr` tunes the baseline apart from the experts; `corpus.split_seed`
+    keeps the held-out split while `random_seed` changes initialisation and data order."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out, seed in ((a, 0), (b, 1)):
+        args = tiny_args(out, "corpus.source=dir", f"corpus.path={corpus_dir}",
+                         "train.dense_lr=0.001", "corpus.split_seed=0", f"random_seed={seed}")
+        for stage in ("prepare", "seed", "allocate", "train"):
+            assert main([stage, *args]) == 0
+    dense = json.loads((a / "dense" / "job.json").read_text())
+    expert = json.loads((a / "experts" / "e0" / "job.json").read_text())
+    assert dense["lr"] == 0.001 and expert["lr"] == 3e-3
+    for split in ("train", "test"):
+        assert (a / "data" / "text" / f"en.{split}.txt").read_bytes() == \
+            (b / "data" / "text" / f"en.{split}.txt").read_bytes()
+    assert (a / "seed" / "model.safetensors").read_bytes() != \
+        (b / "seed" / "model.safetensors").read_bytes()

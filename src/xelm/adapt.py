@@ -37,7 +37,7 @@ import yaml
 from xelm.config import Config, from_dict
 from xelm.io import atomic_write_text, read_json, write_json
 from xelm.rundir import RunDir
-from xelm.stages import _threads
+from xelm.stages import _threads, split_seed
 
 log = logging.getLogger("xelm")
 
@@ -188,7 +188,7 @@ def _prepare(cfg: Config, rd: RunDir, langs: list[str], corpus_dir, record: dict
                                               max_bytes_per_language=c.max_bytes_per_language))
     tok = load_tokenizer(rd.tokenizer)
     for lang, docs in corpus.items():
-        idx = readers.split_documents(docs, c.valid_fraction, c.test_fraction, cfg.random_seed,
+        idx = readers.split_documents(docs, c.valid_fraction, c.test_fraction, split_seed(cfg),
                                       c.split, language=lang)
         stats = {}
         for split in SPLITS:

@@ -54,6 +54,8 @@ class CorpusConfig(_Section):
     # every language. by_key: the same document keys (a <code>.keys sidecar beside
     # <code>.txt, or a key/id field) held out in every language; see xelm.data.split.
     split: Literal["random", "every_nth", "by_key"] = "random"
+    # the seed of the split (default: random_seed); fix it to compare seeds on one test set
+    split_seed: int | None = None
     synthetic: SyntheticConfig = SyntheticConfig()
     hf: HFDatasetConfig = HFDatasetConfig()
 
@@ -115,6 +117,8 @@ class TrainConfig(OptimConfig):
     """Dense baseline and experts; the experts share `tokens` equally."""
 
     tokens: PositiveInt = 4_000_000
+    # the dense baseline's learning rate (default: lr, the experts'); tune each on validation
+    dense_lr: float | None = Field(None, gt=0)
     alpha: float = Field(1.0, gt=0, le=1)
     save_every: PositiveInt = 200
     log_every: PositiveInt = 50

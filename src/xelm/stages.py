@@ -74,13 +74,19 @@ def _split(cfg: Config, rd: RunDir, corpus: dict[str, list[str]],
     c = cfg.corpus
     if c.split == "by_key":
         idx, held = split_by_key(corpus, keys or {}, c.valid_fraction, c.test_fraction,
-                                 cfg.random_seed)
+                                 split_seed(cfg))
         write_json(rd.data / "held_out_keys.json", held)
     else:
-        idx = {lang: split_documents(docs, c.valid_fraction, c.test_fraction, cfg.random_seed,
+        idx = {lang: split_documents(docs, c.valid_fraction, c.test_fraction, split_seed(cfg),
                                      c.split, language=lang) for lang, docs in corpus.items()}
     return {lang: {split: [docs[i] for i in idx[lang][split]] for split in SPLITS}
             for lang, docs in corpus.items()}
+
+
+def split_seed(cfg: Config) -> int:
+    """The seed of the held-out split: ``corpus.split_seed``, else ``random_seed``."""
+    seed = cfg.corpus.split_seed
+    return cfg.random_seed if seed is None else seed
 
 
 def _write_lines(path: Path, docs: list[str]) -> None:
@@ -304,7 +310,8 @@ def train(cfg: Config, rd: RunDir) -> dict:
     _threads(cfg)
     info, alloc = read_json(rd.data / "prepare.json"), read_json(rd.allocation)
     plan = _training_plan(cfg, alloc)
-    dense = _job(cfg, rd, "dense", rd.dense, info["languages"], plan.dense_tokens, cfg.train,
+    dense_optim = cfg.train.model_copy(update={"lr": cfg.train.dense_lr or cfg.train.lr})
+    dense = _job(cfg, rd, "dense", rd.dense, info["languages"], plan.dense_tokens, dense_optim,
                  rd.seed, 1)
     ledgers: dict = {}
     for r, planned in enumerate(plan.rounds):
