@@ -168,3 +168,55 @@ def test_eos_and_top1(models, run_dir):
                                           pad_token_id=0))
     with pytest.raises(ValueError, match="inference method"):
         generate(models, PROMPT, "nope")
+
+
+def _tied(seed):
+    model = tiny_model(seed)
+    model.config.tie_word_embeddings = True  # as xelm's own experts
+    model.tie_weights()
+    return model
+
+
+@pytest.mark.parametrize("router_args", [
+    ("ensemble_posterior", {"prior": [0.2, 0.5, 0.3], "experts_top_k": 2}),
+    ("ensemble", {}), ("product_of_experts", {}), ("top1", {"expert": 1})])
+def test_saved_ensemble_reloads_through_auto_model(tmp_path, router_args):
+    """save_pretrained -> AutoModelForCausalLM.from_pretrained (and the class's own) gives
+    the same model: identical logits, router, combine, tied embeddings and generation."""
+    from transformers import AutoModelForCausalLM
+
+    method, kwargs = router_args
+    ensemble = ExpertEnsembleForCausalLM.from_method([_tied(s) for s in range(3)], method, **kwargs)
+    ensemble.save_pretrained(tmp_path / "ens")
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "ens"), local_files_only=True)
+    own = ExpertEnsembleForCausalLM.from_pretrained(str(tmp_path / "ens"), local_files_only=True)
+    assert type(loaded) is ExpertEnsembleForCausalLM and not loaded.training
+    assert type(loaded.router) is type(ensemble.router) and loaded.combine == ensemble.combine
+    head = loaded.experts[0]
+    assert head.lm_head.weight.data_ptr() == head.model.embed_tokens.weight.data_ptr()
+    ids = torch.tensor([[5, 9, 2, 7, 11, 4], [1, 3, 3, 8, 8, 6]])
+    with torch.no_grad():
+        want = ensemble(input_ids=ids).logits
+        assert torch.equal(loaded(input_ids=ids).logits, want)
+        assert torch.equal(own(input_ids=ids).logits, want)
+    options = {"max_new_tokens": 4, "do_sample": False, **NO_EOS,
+               "attention_mask": torch.ones_like(PROMPT)}
+    assert torch.equal(loaded.generate(input_ids=PROMPT, **options),
+                       ensemble.generate(input_ids=PROMPT, **options))
+
+
+def test_fixed_weights_with_a_zero_reload_and_per_batch_routers_are_refused(tmp_path, models):
+    from transformers import AutoModelForCausalLM
+
+    from xelm.infer.routers import Posterior
+
+    ensemble = ExpertEnsembleForCausalLM(models, Fixed.from_weights([0.0, 0.4, 0.6]))
+    ensemble.save_pretrained(tmp_path / "fixed")
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "fixed"), local_files_only=True)
+    assert torch.equal(loaded.router.table, ensemble.router.table)  # -inf survives JSON
+    for router in (Fixed.from_weights([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]),
+                   Posterior.per_sequence(torch.zeros(3, 2))):
+        with pytest.raises(ValueError, match="built for one batch cannot be saved"):
+            ExpertEnsembleForCausalLM(models, router).save_pretrained(tmp_path / "no")
+    with pytest.raises(ValueError, match="needs a router"):
+        ExpertEnsembleForCausalLM(models)

@@ -41,11 +41,12 @@ from typing import Any
 import torch
 from huggingface_hub.dataclasses import strict
 from torch import Tensor, nn
-from transformers import GenerationMixin, PreTrainedConfig, PreTrainedModel
+from transformers import (AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedConfig,
+                          PreTrainedModel)
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from xelm.infer.mixture import mixture_logprobs, product_of_experts, resolve_method
-from xelm.infer.routers import Router, TopOne
+from xelm.infer.routers import Fixed, Posterior, Router, TopOne, Uniform
 
 
 def _cache_argument(model) -> str:
@@ -69,14 +70,42 @@ def _vocab_size(model) -> int:
 
 @strict
 class ExpertEnsembleConfig(PreTrainedConfig):
-    """Config of an :class:`ExpertEnsembleForCausalLM`: the shared vocabulary and special
-    tokens (the experts carry their own configs)."""
+    """Config of an :class:`ExpertEnsembleForCausalLM`: vocabulary, special tokens and, to
+    reload it, each expert's config and the router (:func:`router_spec`, with ``combine``)."""
 
     model_type = "xelm_ensemble"
     vocab_size: int = 0
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
+    experts: list | None = None
+    router: dict | None = None
+
+
+_SAVABLE = {cls.__name__: cls for cls in (Router, Uniform, TopOne, Posterior, Fixed)}
+
+
+def router_spec(router: Router) -> dict:
+    """JSON that rebuilds ``router``; one built for a batch (per-sequence weights) cannot."""
+    kind, table = type(router), getattr(router, "table", None)
+    per_batch = table is not None and (kind is Posterior or table.shape[1] > 1)
+    if kind not in _SAVABLE.values() or per_batch:
+        raise ValueError(f"a {kind.__name__} router built for one batch cannot be saved; use "
+                         "a uniform, top-1, posterior or fixed-weight router")
+    return {"type": kind.__name__, "state": {
+        k: v.tolist() if isinstance(v, Tensor) else v for k, v in vars(router).items()}}
+
+
+def _from_config(config: ExpertEnsembleConfig) -> tuple[list[nn.Module], Router, str]:
+    """Experts of the saved shapes (``from_pretrained`` loads their weights), router, combine."""
+    spec = config.router or {}
+    if not config.experts or spec.get("type") not in _SAVABLE:
+        raise ValueError("config.json has no saved experts and router (see save_pretrained)")
+    router = object.__new__(_SAVABLE[spec["type"]])  # tensors on the CPU, not on meta
+    router.__dict__.update({k: torch.tensor(v, device="cpu") if k == "table" and v is not None
+                            else v for k, v in spec["state"].items()})
+    models = [AutoModelForCausalLM.from_config(AutoConfig.for_model(**c)) for c in config.experts]
+    return models, router, spec.get("combine", "mixture")
 
 
 class EnsembleCache:
@@ -139,14 +168,20 @@ class ExpertEnsembleForCausalLM(PreTrainedModel, GenerationMixin):
     Build one by method name with :meth:`from_method`. Generation settings start from
     the first expert's ``generation_config``.
 
-    An inference wrapper: it has no weights of its own and is not meant to be saved.
+    ``save_pretrained`` writes the experts and the router; ``AutoModelForCausalLM`` (this
+    module registers ``xelm_ensemble``) and this class's ``from_pretrained`` reload them.
     """
 
     config_class = ExpertEnsembleConfig
     base_model_prefix = "ensemble"
     main_input_name = "input_ids"
 
-    def __init__(self, models: Sequence[nn.Module], router: Router, combine: str = "mixture"):
+    def __init__(self, models: Sequence[nn.Module] | ExpertEnsembleConfig,
+                 router: Router | None = None, combine: str = "mixture"):
+        saved = models if isinstance(models, ExpertEnsembleConfig) else None  # from_pretrained
+        models, router, combine = _from_config(saved) if saved else (models, router, combine)
+        if router is None:
+            raise ValueError("an ensemble needs a router (see xelm.infer.routers)")
         models = list(models)
         if not models:
             raise ValueError("an ensemble needs at least one expert")
@@ -156,13 +191,16 @@ class ExpertEnsembleForCausalLM(PreTrainedModel, GenerationMixin):
         if len(sizes) > 1:
             raise ValueError(f"experts must share one vocabulary; their output sizes are {sizes}")
         first = models[0].generation_config
-        config = ExpertEnsembleConfig(vocab_size=sizes[0], pad_token_id=first.pad_token_id,
-                                      bos_token_id=first.bos_token_id,
-                                      eos_token_id=first.eos_token_id)
+        config = saved or ExpertEnsembleConfig(
+            vocab_size=sizes[0], pad_token_id=first.pad_token_id,
+            bos_token_id=first.bos_token_id, eos_token_id=first.eos_token_id)
         super().__init__(config)
-        self.post_init()
+        self.post_init()  # before the experts: it would initialise their weights again
         self.eval()  # the wrapper only: the experts keep their own mode
         self.experts = nn.ModuleList(models)
+        self.all_tied_weights_keys.update({  # each expert's tied embeddings, for loading
+            f"experts.{i}.{k}": f"experts.{i}.{v}" for i, m in enumerate(models)
+            for k, v in (getattr(m, "all_tied_weights_keys", None) or {}).items()})
         self.router = router
         self.combine = combine
         self.generation_config = copy.deepcopy(first)
@@ -180,6 +218,12 @@ class ExpertEnsembleForCausalLM(PreTrainedModel, GenerationMixin):
                                                  expert=expert, top_k=experts_top_k,
                                                  prior=prior)
         return cls(models, router, combine)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """HF ``save_pretrained``; ``config.json`` also gets what reloading needs."""
+        self.config.router = {**router_spec(self.router), "combine": self.combine}
+        self.config.experts = [m.config.to_dict() for m in self.experts]
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -306,6 +350,10 @@ class ExpertEnsembleForCausalLM(PreTrainedModel, GenerationMixin):
         log_w = self.router.log_weights(torch.cat([history, placeholder], dim=-1),
                                         mask=torch.cat([evidence, counts.new_zeros(batch, 1)], -1))
         return log_w[..., -keep:]
+
+
+AutoConfig.register(ExpertEnsembleConfig.model_type, ExpertEnsembleConfig, exist_ok=True)
+AutoModelForCausalLM.register(ExpertEnsembleConfig, ExpertEnsembleForCausalLM, exist_ok=True)
 
 
 @torch.no_grad()
