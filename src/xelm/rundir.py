@@ -63,13 +63,23 @@ def config_differences(old: dict, new: dict) -> list[str]:
             if not _same(k, a.get(k), b.get(k)) and not k.startswith(MUTABLE_PREFIXES)]
 
 
+# What a run directory holds. A folder with nothing else (and a finished ``data/``) is a
+# run being assembled from another run's finished parts (the benchmarks share the prepared
+# data, the seed and dense this way), not someone else's folder.
+ARTIFACTS = {"data", "seed", "dense", "experts", "router", "allocation.json", "xelm.json",
+             "eval", "tensorboard", "timing.json", "xelm.log", "results.json", "report.md",
+             "plots", "adapt", "downstream"}
+
+
 def refuse_foreign(root: Path) -> None:
     """Refuse a non-empty folder that is not a run directory: a run never writes among
     files it did not make."""
     if (root / "config.yaml").is_file() or not root.is_dir():
         return
     shown = sorted(p.name for p in root.iterdir() if not p.name.startswith(LOCK_NAME))
-    if shown:
+    parts = set(shown) <= ARTIFACTS and ("data" not in shown
+                                         or (root / "data" / "prepare.json").is_file())
+    if shown and not parts:
         raise RunDirError(f"{root} is not empty and is not an xelm run directory (it holds "
                           f"{', '.join(shown[:5])}{', ...' if len(shown) > 5 else ''}): "
                           "give a new or empty folder as out_dir (--out DIR)")

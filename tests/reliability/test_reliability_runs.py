@@ -128,6 +128,19 @@ def test_a_run_is_never_written_into_a_folder_of_other_files(tmp_path, capsys):
     assert main(["prepare", *tiny_args(tmp_path / "mine")]) == 2
     assert "not an xelm run directory" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["thesis.tex"]
+    (tmp_path / "mine" / "thesis.tex").unlink()
+    (tmp_path / "mine" / "data").mkdir()  # a folder of that name, not a run's prepared data
+    assert main(["prepare", *tiny_args(tmp_path / "mine")]) == 2
+
+
+def test_a_run_can_start_from_another_runs_finished_parts(finished, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for part in ("data", "seed"):  # what the benchmarks share between runs
+        shutil.copytree(finished / part, run / part)
+    assert main(["prepare", *tiny_args(run)]) == 0  # finished already: nothing to do
+    assert (run / "config.yaml").is_file()
+    assert main(["seed", *tiny_args(run)]) == 0
 
 
 # --------------------------------------------------------------------------- overwrites
