@@ -98,18 +98,22 @@ def _set_snippet(repo: str | None, run: Path) -> str:
             "experts = ExpertSet.load(run)  # checks every weight file's SHA-256\n```")
 
 
-def _link(repo: str | None, here: str, rel: str) -> str:
+def _link(f: dict, repo: str | None, here: str | None, rel: str) -> str:
+    """Where the card at ``here`` (inside the run/repo; None: outside) finds ``rel``."""
     if repo:
         return f"https://huggingface.co/{repo}/tree/main/{rel}"
+    if here is None:
+        return (Path(f["run"]).resolve() / rel).as_posix()
     return os.path.relpath(rel, here or ".").replace(os.sep, "/")
 
 
-def _siblings(f: dict, repo: str | None, here: str, skip: str | None = None) -> str:
+def _siblings(f: dict, repo: str | None, here: str | None, skip: str | None = None,
+              links: bool = True) -> str:
     lines = []
     for e in f["manifest"]["experts"]:
         if e["name"] != skip:
-            lines.append(f"- [{e['name']}]({_link(repo, here, e['path'])}): "
-                         + ", ".join(e["languages"]))
+            name = f"[{e['name']}]({_link(f, repo, here, e['path'])})" if links else e["name"]
+            lines.append(f"- {name}: " + ", ".join(e["languages"]))
     return "\n".join(lines)
 
 
@@ -223,13 +227,15 @@ def export_card(run, export_dir, repo: str | None = None, licenses: dict | None 
     tuned = ("no router tuning" if not tuning else
              f"router tuned on {tuning['tokens']:,} tokens of the mixed training data "
              f"(`{tuning['what']}`)")
-    rel = "" if root else os.path.relpath(Path(export_dir).resolve(), Path(run).resolve())
+    folder, base = Path(export_dir).resolve(), Path(run).resolve()
+    rel = os.path.relpath(folder, base) if base in folder.parents else None
     load = (_load_snippet(repo, f["run"], "") if root and repo else
             _load_snippet(None, Path(export_dir), ""))
     shared = ("the experts' average" if record["shared"] == "average"
               else "the seed model's")
     experts = "\n".join(f"| {e} | {', '.join(v)} |" for e, v in record["languages"].items())
-    siblings = _siblings(f, repo, rel) if not root else _siblings(f, None, ".")
+    # at a repository's root the experts are elsewhere: names only
+    siblings = _siblings(f, repo, rel, links=not root)
     body = f"""
 # {f['name']}: x-ELM experts as one mixture-of-experts model
 
