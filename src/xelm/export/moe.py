@@ -21,10 +21,10 @@ the same attention and norms; other architectures are refused by name.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:  # torch is imported where it is used: argument errors come back at once
+    from torch import Tensor
 
 # model_type of the experts -> the MoE class they become
 MOE_CLASS = {"llama": "MixtralForCausalLM", "mistral": "MixtralForCausalLM"}
@@ -121,6 +121,7 @@ def shared_tensors(expert_states: Sequence[dict[str, Tensor]], how: str = "avera
 def build_moe(expert_states: Sequence[dict[str, Tensor]], shared: dict[str, Tensor], config):
     """A ``MixtralForCausalLM`` (float32, eval mode) whose layer-``i`` expert ``e`` is
     expert ``e``'s MLP of layer ``i``; ``shared`` fills the rest; routers start at 0."""
+    import torch
     from transformers import MixtralForCausalLM
 
     model = MixtralForCausalLM(config).float()
@@ -158,6 +159,8 @@ def sparse_blocks(model) -> list:
 
 def set_gates(model, gates: Sequence[Tensor]) -> None:
     """Router weights per layer, each ``[experts, hidden]``."""
+    import torch
+
     with torch.no_grad():
         for block, weight in zip(sparse_blocks(model), gates, strict=True):
             block.gate.weight.copy_(weight.to(block.gate.weight))
@@ -180,6 +183,8 @@ def forced_routing(model, expert: int) -> Iterator[None]:
     """Within the block, every token of every layer goes to ``expert`` alone (weight 1),
     whatever the router says: the MoE then computes that expert's MLPs with the shared
     rest. Used to collect the hidden states an expert's text would see."""
+    import torch
+
     def hook(module, args, output):
         logits = output[0]
         n = logits.shape[0]
