@@ -81,3 +81,62 @@ def test_config_module_does_not_import_torch():
     code = "import sys, xelm.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _schema_keys(model, prefix=""):
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from _schema_keys(ann, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", field
+
+
+def test_config_show_lists_every_schema_key_with_help_and_loads_back(capsys):
+    import yaml
+
+    from xelm.cli import main
+    from xelm.config import Config, from_dict, load
+
+    demo = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    assert main(["config", "show", demo, "--set", "train.tokens=5M"]) == 0
+    text = capsys.readouterr().out
+    data = yaml.safe_load(text)
+    assert from_dict(data) == load(demo, ["train.tokens=5000000"])
+    lines = text.splitlines()
+    for key, field in _schema_keys(Config):
+        node = data
+        for part in key.split("."):
+            node = node[part]  # every key is there
+        assert field.description, f"{key} has no help (a docstring under the field)"
+        leaf = key.split(".")[-1]
+        assert any(line.strip().startswith(f"{leaf}:") and field.description in line
+                   for line in lines), key
+    assert "tokens: 5000000  # " in text and "(default: 4000000)" in text
+
+
+def test_counts_are_written_as_people_write_them():
+    from xelm.config import ConfigError, load
+
+    cfg = load(None, ["train.tokens=1e5", "seed.tokens=5M", "eval.max_tokens_per_language=500k",
+                      "corpus.synthetic.bytes_per_language=1.5e6", "tokenizer.sample_bytes_per_language=2_000_000"])
+    assert (cfg.train.tokens, cfg.seed.tokens, cfg.eval.max_tokens_per_language) == \
+        (100_000, 5_000_000, 500_000)
+    assert cfg.corpus.synthetic.bytes_per_language == 1_500_000
+    assert cfg.tokenizer.sample_bytes_per_language == 2_000_000
+    for bad in ("train.tokens=1.5", "train.tokens=lots", "train.tokens=-5M", "seed.tokens=0k"):
+        with pytest.raises(ConfigError, match="tokens"):
+            load(None, [bad])
+    with pytest.raises(ConfigError, match=r"a list: write \[top1\]"):
+        load(None, ["eval.methods=top1"])
+
+
+def test_version(capsys):
+    from xelm import __version__
+    from xelm.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"xelm {__version__}"

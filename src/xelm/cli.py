@@ -160,6 +160,15 @@ def _lm_eval_output(argv: list[str]):
     return None
 
 
+def cmd_config_show(args) -> int:
+    """Print the resolved config: every key with its value, one line of help and its
+    default (the defaults alone without CONFIG). The output is a valid config file."""
+    from xelm import config as cfgmod
+
+    print(cfgmod.describe(cfgmod.load(args.config, args.set, out_dir=args.out)), end="")
+    return 0
+
+
 def cmd_status(args) -> int:
     """Print each training job of a run: state, tokens done / budget, last loss."""
     from xelm.train.status import format_states, job_states
@@ -217,13 +226,22 @@ def cmd_merge(args) -> int:
     return 0
 
 
+def _version() -> str:
+    from xelm import __version__
+
+    return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xelm", description="Cross-lingual expert language models (x-BTM).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    parser.add_argument("--version", action="version", version=f"xelm {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     commands = {"run": cmd_run, **{s: _stage_command(s, STAGE_DOCS[s]) for s in STAGES}}
     for name, fn in commands.items():
-        p = sub.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__)
+        p = sub.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__,
+                           epilog="Every config key with its default and help: "
+                                  "xelm config show [CONFIG]")
         p.add_argument("config", help="experiment YAML (e.g. configs/demo.yaml)")
         p.add_argument("--out", help="run directory (overrides out_dir)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -240,6 +258,14 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--ray-address", metavar="ADDR",
                            help="Ray cluster to join, e.g. 'auto' (sets train.ray_address)")
         p.set_defaults(func=fn)
+    p = sub.add_parser("config", help="show the resolved configuration")
+    show = p.add_subparsers(dest="config_command", required=True).add_parser(
+        "show", help=cmd_config_show.__doc__.splitlines()[0], description=cmd_config_show.__doc__)
+    show.add_argument("config", nargs="?", help="experiment YAML (default: only the defaults)")
+    show.add_argument("--out", help="run directory (overrides out_dir)")
+    show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config value (YAML value)")
+    show.set_defaults(func=cmd_config_show)
     p = sub.add_parser("tasks", help="offline lm-eval tasks")
     build = p.add_subparsers(dest="tasks_command", required=True).add_parser(
         "build", help=cmd_tasks_build.__doc__.splitlines()[0], description=cmd_tasks_build.__doc__)

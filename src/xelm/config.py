@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, ValidationError,
+                      model_validator)
 
 
 class ConfigError(ValueError):
@@ -21,43 +22,93 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    # each field's docstring is its help (`xelm config show`)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False,
+                              use_attribute_docstrings=True)
+
+
+_SUFFIXES = {"k": 10**3, "m": 10**6, "g": 10**9, "b": 10**9, "t": 10**12}
+
+
+def parse_count(value: Any) -> Any:
+    """A token or byte count as people write it: ``5M``, ``500k``, ``1.5e6``, ``2_000_000``.
+
+    Returns an int when ``value`` names a whole number; anything else is returned as it
+    is, for pydantic to refuse with its own message."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip().replace("_", "").replace(",", "")
+        scale = _SUFFIXES.get(text[-1:].lower(), 1) if text else 1
+        number = text[:-1] if scale != 1 else text
+        try:
+            amount = float(number) * scale
+        except ValueError:
+            return value
+        if amount.is_integer():
+            return int(amount)
+    return value
+
+
+# A positive count of tokens or bytes: 5M, 500k, 1.5e6 and 5000000 are all accepted.
+Count = Annotated[PositiveInt, BeforeValidator(parse_count)]
 
 
 class SyntheticConfig(_Section):
     """The embedded default corpus: artificial languages generated from a seed."""
 
     languages: int = Field(12, ge=2, le=16)
-    bytes_per_language: PositiveInt = 1_000_000
+    """how many artificial languages (in families of related ones)"""
+    bytes_per_language: Count = 1_000_000
+    """bytes of text generated per language (5M, 500k, 1.5e6 accepted)"""
 
 
 class HFDatasetConfig(_Section):
     """A Hugging Face dataset per language (`name`/`config` may contain ``{lang}``)."""
 
     name: str = "allenai/c4"
+    """dataset id on the hub or a local path; may contain {lang}"""
     config: str | None = "{lang}"
+    """dataset configuration; may contain {lang}"""
     split: str = "train"
+    """the dataset split to read documents from"""
     text_field: str = "text"
+    """the field holding each document's text"""
     streaming: bool = True
+    """stream the dataset instead of downloading it whole"""
     data_files: dict[str, str] | None = None
-    max_documents: PositiveInt | None = 50_000
+    """per-language data files ({lang: path}) for local datasets"""
+    max_documents: Count | None = 50_000
+    """read at most this many documents per language"""
 
 
 class CorpusConfig(_Section):
     source: Literal["synthetic", "dir", "hf", "unlabelled"] = "synthetic"
+    """synthetic (embedded default) | dir (a folder of <code>.txt/.jsonl/.parquet) | hf (a dataset per language) | unlabelled (one pile, sorted by language identification)"""
     path: str | None = None
+    """the corpus folder (dir) or file/folder (unlabelled)"""
     languages: list[str] | None = None
-    max_bytes_per_language: PositiveInt | None = None
+    """language codes to use (default: every language found)"""
+    max_bytes_per_language: Count | None = None
+    """read at most this many bytes per language"""
     valid_fraction: float = Field(0.05, gt=0, lt=0.5)
+    """share of each language's documents held out for validation"""
     test_fraction: float = Field(0.05, gt=0, lt=0.5)
+    """share of each language's documents held out for test"""
     # random: per language, by a seeded permutation. every_nth: the same line numbers in
     # every language. by_key: the same document keys (a <code>.keys sidecar beside
     # <code>.txt, or a key/id field) held out in every language; see xelm.data.split.
     split: Literal["random", "every_nth", "by_key"] = "random"
+    """random (seeded, per language) | every_nth (same line numbers everywhere) | by_key (same document keys held out in every language: <code>.keys or a key/id field)"""
     # the seed of the split (default: random_seed); fix it to compare seeds on one test set
     split_seed: int | None = None
+    """seed of the held-out split (default: random_seed); fix it to compare seeds on one test set"""
     synthetic: SyntheticConfig = SyntheticConfig()
+    """the synthetic corpus (source: synthetic)"""
     hf: HFDatasetConfig = HFDatasetConfig()
+    """the Hugging Face dataset (source: hf)"""
 
     @model_validator(mode="after")
     def _path_needed(self) -> "CorpusConfig":
@@ -74,20 +125,30 @@ class CorpusConfig(_Section):
 
 class TokenizerConfig(_Section):
     vocab_size: int = Field(4096, ge=260)
-    sample_bytes_per_language: PositiveInt = 2_000_000
+    """size of the byte-level BPE vocabulary trained on the corpus"""
+    sample_bytes_per_language: Count = 2_000_000
+    """bytes per language the tokenizer is trained on (a balanced sample)"""
 
 
 class ModelConfig(_Section):
     """A Hugging Face base model (`base`), or the shape of a small one to pretrain."""
 
     base: str | None = None
+    """a Hugging Face model (hub id or folder) to branch from instead of pretraining a seed"""
     trust_remote_code: bool = False
+    """allow the base model's own code (off unless you set it)"""
     arch: Literal["llama", "xglm"] = "llama"
+    """architecture of a pretrained-here seed: llama | xglm"""
     hidden_size: PositiveInt = 64
+    """hidden size of the seed model"""
     layers: PositiveInt = 2
+    """transformer layers"""
     heads: PositiveInt = 4
+    """attention heads (must divide hidden_size)"""
     intermediate_size: PositiveInt = 256
+    """feed-forward size"""
     context: PositiveInt = 128
+    """tokens per training sequence and evaluation block"""
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":
@@ -99,50 +160,79 @@ class ModelConfig(_Section):
 
 class OptimConfig(_Section):
     lr: float = Field(3e-3, gt=0)
+    """peak learning rate (AdamW, cosine schedule)"""
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    """final learning rate as a share of the peak"""
     warmup_fraction: float = Field(0.02, ge=0, lt=1)
+    """share of the steps spent warming up"""
     weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay"""
     batch_size: PositiveInt = 16
+    """sequences per optimizer step"""
     grad_clip: float = Field(1.0, gt=0)
+    """gradient norm clipping"""
     betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas"""
 
 
 class SeedConfig(OptimConfig):
     """Pretraining of the seed model on all languages (skipped when model.base is set)."""
 
-    tokens: PositiveInt = 2_000_000
+    tokens: Count = 2_000_000
+    """training tokens of the seed model (5M, 500k, 1.5e6 accepted)"""
 
 
 class TrainConfig(OptimConfig):
     """Dense baseline and experts; the experts share `tokens` equally."""
 
-    tokens: PositiveInt = 4_000_000
+    tokens: Count = 4_000_000
+    """training tokens of the dense baseline; the experts share the same total (5M, 500k, 1.5e6 accepted)"""
     # the dense baseline's learning rate (default: lr, the experts'); tune each on validation
     dense_lr: float | None = Field(None, gt=0)
+    """the dense baseline's learning rate (default: lr, the experts'); tune each on validation data"""
     alpha: float = Field(1.0, gt=0, le=1)
+    """language sampling: p(lang) proportional to (token share)^alpha"""
     save_every: PositiveInt = 200
+    """checkpoint every this many steps (resume point)"""
     log_every: PositiveInt = 50
+    """log loss, learning rate and throughput every this many steps"""
     threads: PositiveInt | None = None
+    """torch threads per job (default: torch's choice)"""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """fp32 | bf16 | fp16 (bf16/fp16 on accelerators)"""
     # Where the dense and expert jobs run: here ("local": one after another, or `parallel`
     # at a time in subprocesses with the cores split), or one Ray task per job.
     launcher: Literal["local", "ray"] = "local"
+    """where jobs run: local (here) | ray (one Ray task per job)"""
     parallel: PositiveInt = 1
+    """local jobs at a time (subprocesses, cores split between them)"""
     resources_per_expert: dict[str, float] = {"CPU": 1}   # Ray resources of each job
+    """Ray resources of each job"""
     ray_address: str | None = None                        # None: start a local Ray
+    """Ray cluster to join (default: start a local Ray)"""
 
 
 class AllocateConfig(_Section):
     method: Literal["languages", "typology", "tfidf"] = "typology"
+    """languages (one expert each) | typology (URIEL clusters) | tfidf (balanced TF-IDF document clusters)"""
     experts: PositiveInt = 4
+    """number of experts"""
     groups: dict[str, list[str]] | None = None
+    """explicit expert groups {name: [languages]} (overrides the method)"""
     features: str = "syntax_average"
+    """lang2vec feature set for typology"""
     features_file: str | None = None
+    """a CSV of typology features (language,<features>...) instead of lang2vec"""
     linkage: Literal["paper", "average", "complete", "single", "ward"] = "paper"
+    """clustering of the typology tree: paper (the paper's pairs) | average | complete | single | ward"""
     fit_docs: PositiveInt = 20_000
+    """documents the TF-IDF router is fitted on, at most"""
     analyzer: Literal["char_wb", "char", "word"] = "char_wb"
+    """TF-IDF analyzer: char_wb | char | word"""
     ngram_range: tuple[int, int] = (2, 4)
+    """TF-IDF n-gram range"""
     max_features: PositiveInt = 50_000
+    """TF-IDF vocabulary size, at most"""
 
 
 class HMRConfig(_Section):
@@ -156,7 +246,9 @@ class HMRConfig(_Section):
     """
 
     rounds: list[PositiveInt] | None = None
+    """experts per round, read off the typology tree (e.g. [2, 8]); unset: flat x-BTM"""
     budget_fractions: list[float] | None = None
+    """each round's share of train.tokens (default: equal)"""
 
     @model_validator(mode="after")
     def _schedule(self) -> "HMRConfig":
@@ -211,23 +303,38 @@ class EvalConfig(_Section):
     """
 
     methods: list[EvalMethod] = ["top1", "ensemble"]
-    max_tokens_per_language: PositiveInt | None = 50_000
+    """how the expert set is scored (a list, e.g. [top1, ensemble_posterior])"""
+    max_tokens_per_language: Count | None = 50_000
+    """test tokens scored per language (whole documents)"""
     batch_size: PositiveInt = 16
+    """blocks per forward pass when scoring"""
     temperature: float = Field(0.1, gt=0)
+    """temperature of TF-IDF routing weights softmax(-d^2/T)"""
     top_k: PositiveInt | None = None
+    """keep only the k heaviest experts in posterior/TF-IDF ensembles (default: all)"""
 
 
 class Config(_Section):
     out_dir: str = "runs/demo"
+    """the run directory (--out overrides it)"""
     random_seed: int = 0
+    """seed of initialisation, data order and (unless split_seed) the split"""
     corpus: CorpusConfig = CorpusConfig()
+    """where the text comes from and how it is split"""
     tokenizer: TokenizerConfig = TokenizerConfig()
+    """the shared tokenizer"""
     model: ModelConfig = ModelConfig()
+    """the seed model's shape, or a base model"""
     seed: SeedConfig = SeedConfig()
+    """pretraining of the seed model"""
     train: TrainConfig = TrainConfig()
+    """the dense baseline and the experts"""
     allocate: AllocateConfig = AllocateConfig()
+    """which expert gets which languages or documents"""
     eval: EvalConfig = EvalConfig()
+    """test-set scoring"""
     hmr: HMRConfig = HMRConfig()
+    """Hierarchical Multi-Round training"""
 
     @model_validator(mode="after")
     def _langid_needs_real_languages(self) -> "Config":
@@ -286,6 +393,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def _section_fields(loc: tuple) -> list[str]:
     model: type[BaseModel] = Config
+    """the seed model's shape, or a base model"""
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         if field is None or not (isinstance(field.annotation, type)
@@ -305,6 +413,8 @@ def _explain(exc: ValidationError) -> str:
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)
             hint = f" Did you mean '{'.'.join(map(str, loc[:-1] + (close[0],)))}'?" if close else ""
             lines.append(f"unknown config key '{dotted}'.{hint} Valid keys here: {', '.join(known)}")
+        elif err["type"] == "list_type" and isinstance(err.get("input"), str):
+            lines.append(f"{dotted}: a list: write [{err['input']}] (got {err['input']!r})")
         else:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{dotted}: {msg} (got {err.get('input')!r})")
@@ -338,3 +448,32 @@ def load(path: str | Path | None, overrides: list[str] | None = None,
     if out_dir is not None:
         data["out_dir"] = out_dir
     return from_dict(data)
+
+
+def describe(cfg: Config) -> str:
+    """``cfg`` as YAML with every key, each with its help and default as a comment (the
+    field docstrings of this module: ``xelm config show``). It loads back to ``cfg``."""
+    lines: list[str] = []
+
+    def scalar(value: Any) -> str:
+        text = yaml.safe_dump(value, default_flow_style=True, width=10**6, allow_unicode=True)
+        return text.strip().removesuffix("...").strip()
+
+    def walk(model: BaseModel, indent: int) -> None:
+        dumped = model.model_dump(mode="json")
+        for name, field in type(model).model_fields.items():
+            pad, help_ = "  " * indent, field.description or ""
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                lines.append(f"{pad}{name}:" + (f"  # {help_}" if help_ else ""))
+                walk(value, indent + 1)
+                continue
+            default = field.get_default(call_default_factory=True)
+            default = scalar(default.model_dump(mode="json") if isinstance(default, BaseModel)
+                             else (list(default) if isinstance(default, tuple) else default))
+            said = "(default" in help_  # the help says what the default means
+            lines.append(f"{pad}{name}: {scalar(dumped[name])}  # {help_}"
+                         + ("" if said else f" (default: {default})"))
+
+    walk(cfg, 0)
+    return "\n".join(lines) + "\n"
