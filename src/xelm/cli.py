@@ -232,6 +232,52 @@ def _version() -> str:
     return __version__
 
 
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    from xelm.export.commands import export_run
+
+    args.run_root = Path(args.run)
+    out = export_run(args.run, args.out, args.format, args.experts_per_token,
+                     args.tune_router, args.tune, args.shared, args.force)
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def cmd_push(args) -> int:
+    from pathlib import Path
+
+    from xelm.export.push import push_run
+
+    args.run_root = Path(args.run)
+    paths = push_run(args.run, args.repo, args.what, args.private, args.dry_run, args.export)
+    if args.dry_run:
+        print("\n".join(paths))
+    else:
+        print(f"uploaded {len(paths)} files to https://huggingface.co/{args.repo}")
+    return 0
+
+
+def _doc(module: str, name: str) -> str:
+    """A library function's docstring, as a command's help (without importing torch)."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    tree = ast.parse(open(spec.origin, encoding="utf-8").read())
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
+    return ast.get_docstring(fn) or ""
+
+
+def _count(text: str) -> int:
+    from xelm.config import parse_count
+
+    value = parse_count(text)
+    if not isinstance(value, int) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (e.g. 500000, 500k, 5M)")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xelm", description="Cross-lingual expert language models (x-BTM).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
@@ -313,6 +359,33 @@ def _parser() -> argparse.ArgumentParser:
                    help="write into --out even if it holds files xelm did not put there "
                         "(never inside a run's experts/, seed/, dense/ or data/)")
     p.set_defaults(func=cmd_merge)
+    doc = _doc("xelm.export.commands", "export_run")
+    p = sub.add_parser("export", help="export a run as one MoE model (or a mergekit-moe YAML)",
+                       description=doc)
+    p.add_argument("run", help="finished run directory")
+    p.add_argument("--format", choices=("moe", "mergekit"), default="moe")
+    p.add_argument("--out", help="output folder (default RUN/exports/<format>)")
+    p.add_argument("--experts-per-token", type=int, default=2, metavar="K")
+    p.add_argument("--tune-router", type=_count, default=0, metavar="TOKENS",
+                   help="train the router on this many tokens of the mixed training data")
+    p.add_argument("--tune", choices=("router", "all"), default="router",
+                   help="what --tune-router trains: the router, or every parameter (BTX)")
+    p.add_argument("--shared", choices=("auto", "average", "seed"), default="auto",
+                   help="embeddings, attention and norms: the experts' average, the seed's, or "
+                        "whichever has the lower validation loss (default)")
+    p.add_argument("--force", action="store_true",
+                   help="write into --out even if it holds files xelm did not put there")
+    p.set_defaults(func=cmd_export)
+    doc = _doc("xelm.export.push", "push_run")
+    p = sub.add_parser("push", help="upload a run's experts and exports to the Hugging Face Hub",
+                       description=doc)
+    p.add_argument("run", help="finished run directory")
+    p.add_argument("--repo", required=True, metavar="ORG/NAME")
+    p.add_argument("--what", choices=("experts", "export", "all"), default="all")
+    p.add_argument("--export", metavar="NAME", help="which export under RUN/exports (default: moe)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--dry-run", action="store_true", help="list what would be uploaded; no network")
+    p.set_defaults(func=cmd_push)
     p = sub.add_parser("status", help=cmd_status.__doc__, description=cmd_status.__doc__)
     p.add_argument("run", help="run directory")
     p.set_defaults(func=cmd_status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -145,3 +146,24 @@ def test_mergekit_merges_the_yaml_when_installed(run_copy, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), local_files_only=True)
     assert type(model).__name__ == "MixtralForCausalLM"
     assert model.config.num_local_experts == 3
+
+
+def test_cli_export_push_and_the_out_guard(run_copy, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from xelm.cli import main
+
+    out = tmp_path / "moe"
+    assert main(["export", str(run_copy), "--out", str(out), "--shared", "average"]) == 0
+    assert json.loads(capsys.readouterr().out)["shared"] == "average"
+    assert type(AutoModelForCausalLM.from_pretrained(out)).__name__ == "MixtralForCausalLM"
+    assert main(["export", str(run_copy), "--out", str(run_copy / "experts" / "e0"),
+                 "--force"]) == 2  # never into a run's experts
+    assert "never writes there" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # argparse: usage and one line
+        main(["export", str(run_copy), "--tune-router", "lots"])
+    assert exc.value.code == 2 and "is not a count" in capsys.readouterr().err
+    assert main(["push", str(run_copy), "--repo", "org/name", "--what", "experts",
+                 "--dry-run"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert any(p.endswith("model.safetensors") for p in listed) and "xelm.json" in listed

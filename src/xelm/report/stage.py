@@ -1,4 +1,4 @@
-"""The ``report`` stage: ``report.md``, ``plots/perplexity.png``, the terminal table."""
+"""The ``report`` stage: ``report.md``, ``plots/perplexity.png``, model cards, the terminal table."""
 
 from __future__ import annotations
 
@@ -15,4 +15,7 @@ def report(cfg: Config, rd: RunDir) -> str:
     write_json(rd.results, results)
     perplexity_bars(results, rd.plots / "perplexity.png")
     atomic_write_text(rd.root / "report.md", render(results, f"x-ELM run: {rd.root.name}"))
+    from xelm.export.cards import write_model_cards
+
+    write_model_cards(rd.root)  # README.md of every expert, dense and export (weights untouched)
     return table(results)
