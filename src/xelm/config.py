@@ -192,6 +192,8 @@ class TrainConfig(OptimConfig):
     """the dense baseline's learning rate (default: lr, the experts'); tune each on validation data"""
     alpha: float = Field(1.0, gt=0, le=1)
     """language sampling: p(lang) proportional to (token share)^alpha"""
+    expert_budget: Literal["equal", "proportional"] = "equal"
+    """how the experts share `tokens`: equal (tokens / k each) | proportional (to each expert's share of dense training: every language gets as many tokens from its expert as from dense)"""
     save_every: PositiveInt = 200
     """checkpoint every this many steps (resume point)"""
     log_every: PositiveInt = 50

@@ -309,7 +309,7 @@ def train(cfg: Config, rd: RunDir) -> dict:
 
     _threads(cfg)
     info, alloc = read_json(rd.data / "prepare.json"), read_json(rd.allocation)
-    plan = _training_plan(cfg, alloc)
+    plan = _training_plan(cfg, alloc, info)
     dense_optim = cfg.train.model_copy(update={"lr": cfg.train.dense_lr or cfg.train.lr})
     dense = _job(cfg, rd, "dense", rd.dense, info["languages"], plan.dense_tokens, dense_optim,
                  rd.seed, 1)
@@ -336,19 +336,24 @@ def train(cfg: Config, rd: RunDir) -> dict:
     return ledgers
 
 
-def _training_plan(cfg: Config, alloc: dict):
-    """Flat x-BTM as a one-round plan from the seed, or the HMR plan of ``hmr.rounds``."""
-    from xelm.train.plan import HMRPlan, PlannedExpert, format_plan, plan_for_run
+def _training_plan(cfg: Config, alloc: dict, info: dict):
+    """Flat x-BTM as a one-round plan from the seed (``train.expert_budget``: equal, or in
+    proportion to each expert's share of dense training), or the HMR plan of ``hmr.rounds``."""
+    from xelm.train import plan as p
 
+    one_batch, mode = cfg.train.batch_size * cfg.model.context, cfg.train.expert_budget
     if cfg.hmr.rounds:
-        plan = plan_for_run(alloc, cfg.hmr.rounds, cfg.hmr.fractions(), cfg.train.tokens,
-                            cfg.train.batch_size * cfg.model.context)
-        log.info("HMR plan:\n%s", format_plan(plan))
+        if mode == "proportional":
+            raise p.PlanError("train.expert_budget=proportional is for flat x-BTM; with "
+                              "hmr.rounds each round splits its budget equally")
+        plan = p.plan_for_run(alloc, cfg.hmr.rounds, cfg.hmr.fractions(), cfg.train.tokens,
+                              one_batch)
+        log.info("HMR plan:\n%s", p.format_plan(plan))
         return plan
-    per_expert = expert_budget(cfg, len(alloc["experts"]))
-    flat = tuple(PlannedExpert(name, tuple(spec["languages"]), "seed", 1, per_expert, 2 + i)
-                 for i, (name, spec) in enumerate(alloc["experts"].items()))
-    return HMRPlan((flat,))
+    counts = {lang: stats["train"]["tokens"] for lang, stats in info["stats"].items()}
+    shares = (p.group_shares(alloc, language_weights(counts, cfg.train.alpha))
+              if mode == "proportional" else None)
+    return p.flat_plan(alloc, expert_budget(cfg, len(alloc["experts"])), one_batch, shares)
 
 
 def _expert_job(cfg: Config, rd: RunDir, alloc: dict, expert):

@@ -161,3 +161,64 @@ def format_plan(plan: HMRPlan) -> str:
                      + " ".join(e.languages))
     lines.append(f"dense baseline: {plan.dense_tokens:,} tokens (all rounds together)")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------- proportional budgets
+def group_shares(alloc: dict, language_weight: dict[str, float]) -> dict[str, float]:
+    """Each expert's share of the dense baseline's training (``train.expert_budget:
+    proportional``), from ``allocation.json``.
+
+    A language expert's share is the dense sampling probability of its languages
+    (``language_weight``, XGLM's ``(token share)^alpha``; at alpha=1 their share of the
+    training tokens), so each language gets as many tokens from its expert as from dense.
+    A TF-IDF cluster's share is its share of the training tokens.
+    """
+    experts = alloc["experts"]
+    if alloc.get("method") == "tfidf":
+        missing = [n for n, spec in experts.items() if "tokens" not in spec]
+        if missing:
+            raise PlanError(f"allocation.json gives no token count for TF-IDF experts {missing}; "
+                            "allocate again to use train.expert_budget=proportional")
+        total = sum(spec["tokens"] for spec in experts.values())
+        return {n: spec["tokens"] / total for n, spec in experts.items()}
+    unknown = sorted({lang for spec in experts.values() for lang in spec["languages"]}
+                     - set(language_weight))
+    if unknown:
+        raise PlanError(f"experts list languages {unknown} that have no training data")
+    return {n: sum(language_weight[lang] for lang in spec["languages"])
+            for n, spec in experts.items()}
+
+
+def proportional_tokens(shares: dict[str, float], total_steps: int,
+                        tokens_per_step: int) -> dict[str, int]:
+    """``total_steps`` optimizer steps split in proportion to ``shares`` (largest
+    remainder: the steps add up exactly, each expert within one step of its share)."""
+    names, weights = list(shares), [max(float(shares[n]), 0.0) for n in shares]
+    norm = sum(weights)
+    if norm <= 0:
+        raise PlanError("every expert has a share of 0; nothing to split the budget by")
+    exact = [total_steps * w / norm for w in weights]
+    steps = [int(x) for x in exact]
+    by_remainder = sorted(range(len(names)), key=lambda i: (steps[i] - exact[i], i))
+    for i in by_remainder[: total_steps - sum(steps)]:
+        steps[i] += 1
+    starved = [f"{n} ({w / norm:.2%})" for n, w, s in zip(names, weights, steps) if s < 1]
+    if starved:
+        raise PlanError(f"train.expert_budget=proportional leaves experts {', '.join(starved)} "
+                        f"less than one batch of the {total_steps} steps; raise train.tokens "
+                        "or use train.expert_budget=equal")
+    return {n: s * tokens_per_step for n, s in zip(names, steps)}
+
+
+def flat_plan(alloc: dict, per_expert: int, tokens_per_step: int,
+              shares: dict[str, float] | None = None) -> HMRPlan:
+    """Flat x-BTM: every expert of ``allocation.json`` branches from the seed with
+    ``per_expert`` tokens, or, given ``shares``, the same total split by
+    :func:`proportional_tokens`."""
+    names = list(alloc["experts"])
+    tokens = dict.fromkeys(names, per_expert)
+    if shares is not None:
+        tokens = proportional_tokens(shares, per_expert * len(names) // tokens_per_step,
+                                     tokens_per_step)
+    return HMRPlan((tuple(PlannedExpert(n, tuple(alloc["experts"][n]["languages"]), SEED, 1,
+                                        tokens[n], 2 + i) for i, n in enumerate(names)),))
