@@ -53,6 +53,12 @@ def test_status_after_a_finished_run(finished_run, capsys):
     assert main(["status", str(finished_run)]) == 0
     out = capsys.readouterr().out
     assert out.count(" done ") == 4 and "partial" not in out
+    assert "eval: 5/5 scored; results.json written; report.md written" in out
+    assert main(["status", str(finished_run), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [j["state"] for j in data["jobs"]] == ["done"] * 4
+    assert all(data["eval"]["models"].values()) and set(data["eval"]["models"]) == \
+        {"seed", "dense", "xelm_top1", "xelm_ensemble", "xelm_ensemble_tfidf"}
 
 
 def test_second_run_skips_finished_work(finished_run, capsys):
@@ -158,3 +164,28 @@ def test_dense_lr_and_split_seed(tmp_path, corpus_dir):
             (b / "data" / "text" / f"en.{split}.txt").read_bytes()
     assert (a / "seed" / "model.safetensors").read_bytes() != \
         (b / "seed" / "model.safetensors").read_bytes()
+
+
+def test_plan_trains_nothing_and_its_budgets_are_what_a_run_records(finished_run, tmp_path,
+                                                                    capsys):
+    new = tmp_path / "planned"
+    assert main(["run", *tiny_args(new), "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert not new.exists()  # nothing created, nothing trained
+    assert plan["stages_to_do"] == ["prepare", "seed", "allocate", "train", "eval", "report"]
+    recorded = {p.parent.name: json.loads(p.read_text())
+                for p in finished_run.rglob("train_state.json")}
+    assert {j["job"] for j in plan["jobs"]} == set(recorded)
+    for job in plan["jobs"]:
+        state = recorded[job["job"]]
+        assert job["tokens"] == state["tokens"] and job["steps"] == state["steps"], job["job"]
+        assert job["parameters"] == state["parameters"]
+        assert job["flops"] == pytest.approx(state["flops"])
+        assert job["estimated_seconds"] > 0 and not job["done"]
+    assert plan["regime_warning"] and "regime map" in plan["regime_warning"]
+    # on the finished run: every job done, no stage left, the experts' languages known
+    assert main(["plan", *tiny_args(finished_run), "--no-measure"]) == 0
+    text = capsys.readouterr().out
+    rows = [line for line in text.splitlines() if line.startswith(("seed ", "dense ", "e0 ", "e1 "))]
+    assert "stages to do: none" in text and len(rows) == 4
+    assert all(" done" in row for row in rows) and any("qa" in row for row in rows), rows

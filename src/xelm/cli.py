@@ -66,7 +66,10 @@ def _stage(name: str, cfg, rd):
 def cmd_run(args) -> int:
     """Run the whole x-BTM experiment (prepare, seed, allocate, train, eval, report).
 
-    Resumable: run it again after an interruption and it continues where it stopped."""
+    Resumable: run it again after an interruption and it continues where it stopped.
+    --dry-run prints the plan (`xelm plan`) and trains nothing."""
+    if args.dry_run:
+        return cmd_plan(args)
     with _open_run(args, "run") as (cfg, rd):
         out = None
         for name in STAGES:
@@ -160,6 +163,20 @@ def _lm_eval_output(argv: list[str]):
     return None
 
 
+def cmd_plan(args) -> int:
+    """Print what the run will do, without training or creating anything: stages still to
+    do; every job (seed, dense, each expert, HMR rounds) with steps, tokens, parameters,
+    FLOPs, estimated peak memory, tokens per parameter and an estimated wall time from a
+    few steps measured on this machine; a warning where the regime map found no gain."""
+    from xelm import config as cfgmod
+    from xelm.plan import format_plan, plan_run
+
+    plan = plan_run(cfgmod.load(args.config, args.set, out_dir=args.out),
+                    measure=not args.no_measure)
+    print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
+    return 0
+
+
 def cmd_config_show(args) -> int:
     """Print the resolved config: every key with its value, one line of help and its
     default (the defaults alone without CONFIG). The output is a valid config file."""
@@ -170,10 +187,19 @@ def cmd_config_show(args) -> int:
 
 
 def cmd_status(args) -> int:
-    """Print each training job of a run: state, tokens done / budget, last loss."""
-    from xelm.train.status import format_states, job_states
+    """Print each training job of a run (state, tokens done / budget, last loss) and which
+    evaluations are scored."""
+    from pathlib import Path
 
-    print(format_states(job_states(args.run)))
+    from xelm.train.status import eval_states, format_eval, format_states, job_states
+
+    args.run_root = Path(args.run)
+    jobs = job_states(args.run)
+    evals = eval_states(args.run)
+    if args.json:
+        print(json.dumps({"jobs": jobs, "eval": evals}, indent=2))
+    else:
+        print(format_states(jobs) + "\n" + format_eval(evals))
     return 0
 
 
@@ -283,7 +309,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     parser.add_argument("--version", action="version", version=f"xelm {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    commands = {"run": cmd_run, **{s: _stage_command(s, STAGE_DOCS[s]) for s in STAGES}}
+    commands = {"run": cmd_run, "plan": cmd_plan,
+                **{s: _stage_command(s, STAGE_DOCS[s]) for s in STAGES}}
     for name, fn in commands.items():
         p = sub.add_parser(name, help=fn.__doc__.splitlines()[0], description=fn.__doc__,
                            epilog="Every config key with its default and help: "
@@ -294,11 +321,18 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a config value, e.g. --set train.tokens=2000000 (YAML value)")
         p.add_argument("--force", action="store_true",
                        help="if the run directory was made with another config, move it aside and start again")
+        if name in ("run", "plan"):
+            if name == "run":
+                p.add_argument("--dry-run", action="store_true",
+                               help="print the plan (as `xelm plan`) and train nothing")
+            p.add_argument("--json", action="store_true", help="the plan as JSON (with --dry-run)")
+            p.add_argument("--no-measure", action="store_true",
+                           help="plan without timing a few training steps on this machine")
         if name == "eval":
             p.add_argument("--downstream", action="store_true",
                            help="also run the xelm_cloze tasks through lm-eval (dense, top1, "
                                 "ensemble_posterior; 0- and 4-shot) into results.json")
-        if name in ("run", "train"):
+        if name in ("run", "train", "plan"):
             p.add_argument("--launcher", choices=("local", "ray"),
                            help="where training jobs run (sets train.launcher)")
             p.add_argument("--ray-address", metavar="ADDR",
@@ -388,6 +422,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_push)
     p = sub.add_parser("status", help=cmd_status.__doc__, description=cmd_status.__doc__)
     p.add_argument("run", help="run directory")
+    p.add_argument("--json", action="store_true", help="as JSON, for scripts")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("adapt", help=cmd_adapt.__doc__.splitlines()[0], description=cmd_adapt.__doc__)
     p.add_argument("run", help="finished run directory")

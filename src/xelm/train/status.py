@@ -1,4 +1,5 @@
-"""``xelm status RUN``: each training job's state, tokens done / budget, last loss."""
+"""``xelm status RUN``: each training job's state, tokens done / budget, last loss; which
+evaluations are scored."""
 
 from __future__ import annotations
 
@@ -63,3 +64,23 @@ def format_states(rows: list[dict]) -> str:
         loss = f"{r['last_loss']:.4f}" if r["last_loss"] is not None else "-"
         lines.append(f"{r['job']:<10} {r['state']:<8} {r['tokens']:>14,} / {r['budget']:<14,} {loss}")
     return "\n".join(lines)
+
+
+def eval_states(run: str | Path) -> dict:
+    """Which of the run's evaluations are scored: seed, dense and every ``eval.methods``
+    method (``RUN/eval/<name>.json``), and whether ``results.json`` and ``report.md`` exist
+    (they are removed when the eval settings change)."""
+    run = Path(run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    names = ["seed", "dense", *(f"xelm_{m}" for m in cfg["eval"]["methods"])]
+    return {"models": {n: (run / "eval" / f"{n}.json").is_file() for n in names},
+            "results": (run / "results.json").is_file(), "report": (run / "report.md").is_file()}
+
+
+def format_eval(state: dict) -> str:
+    done = [n for n, ok in state["models"].items() if ok]
+    todo = [n for n, ok in state["models"].items() if not ok]
+    return (f"eval: {len(done)}/{len(state['models'])} scored"
+            + (f" (to do: {', '.join(todo)})" if todo else "")
+            + f"; results.json {'written' if state['results'] else 'not yet'}"
+            + f"; report.md {'written' if state['report'] else 'not yet'}")
