@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -189,3 +190,30 @@ def test_plan_trains_nothing_and_its_budgets_are_what_a_run_records(finished_run
     rows = [line for line in text.splitlines() if line.startswith(("seed ", "dense ", "e0 ", "e1 "))]
     assert "stages to do: none" in text and len(rows) == 4
     assert all(" done" in row for row in rows) and any("qa" in row for row in rows), rows
+
+
+def test_the_log_and_tensorboard_have_every_jobs_curves(finished_run):
+    log = (finished_run / "xelm.log").read_text()
+    for job in ("seed", "dense", "e0", "e1"):
+        assert re.search(rf"{job}: step \d+/\d+, loss [\d.]+, lr [\d.e-]+, \d+ tokens/s", log), job
+        assert re.search(rf"{job}: step \d+/\d+, validation loss [\d.]+", log), job
+        state = json.loads((finished_run / ("experts/" if job[0] == "e" else "") / job /
+                            "train_state.json").read_text())
+        assert state["valid_loss"] and state["valid_loss"][-1][0] == state["tokens"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for job in ("dense", "e0"):  # one tag scheme, a folder per job: they overlay
+        events = EventAccumulator(str(finished_run / "tensorboard" / job)).Reload()
+        assert {"train/loss", "train/lr", "train/tokens_per_s", "valid/loss"} <= \
+            set(events.Tags()["scalars"]), events.Tags()
+
+
+def test_redirected_output_has_no_progress_bars(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for stage in ("prepare", "seed"):
+        done = subprocess.run([sys.executable, "-m", "xelm", stage, *tiny_args(out)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert "\r" not in done.stderr and "font cache" not in done.stderr
+    assert "seed: step" in done.stderr  # the log lines say it instead

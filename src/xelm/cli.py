@@ -454,6 +454,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)  # "building the font cache"
+    if sys.stderr.isatty():  # the progress bar shows what the per-step log lines say
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda record: not getattr(record, "progress", False))
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -198,6 +198,10 @@ class TrainConfig(OptimConfig):
     """checkpoint every this many steps (resume point)"""
     log_every: PositiveInt = 50
     """log loss, learning rate and throughput every this many steps"""
+    eval_every: PositiveInt | None = 500
+    """validation loss (fixed blocks of the job's languages' valid split) every this many steps (null: never)"""
+    report_to: Literal["tensorboard", "wandb", "trackio", "none"] = "tensorboard"
+    """where training curves go, through accelerate's trackers (RUN/tensorboard/<job> for tensorboard)"""
     threads: PositiveInt | None = None
     """torch threads per job (default: torch's choice)"""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"

@@ -140,8 +140,16 @@ def _job(cfg: Config, rd: RunDir, name: str, out_dir: Path, languages: list[str]
         w = language_weights(counts, cfg.train.alpha)
         shards = [(shard_path(rd.data, lang, "train"), info["dtype"]) for lang in languages]
         weights = [w[lang] for lang in languages]
+    from xelm.data.packing import shard_path
+
+    vc = {lang: info["stats"][lang]["valid"]["tokens"] for lang in languages
+          if lang in info["stats"]}
+    vw = language_weights(vc, cfg.train.alpha) if vc else {}
+    valid = {"valid_shards": [(shard_path(rd.data, lang, "valid"), info["dtype"]) for lang in vw],
+             "valid_weights": list(vw.values()), "eval_every": cfg.train.eval_every,
+             "report_to": cfg.train.report_to}
     mc = {} if init else model_config(cfg, info["vocab_size"], load_tokenizer(rd.tokenizer))
-    return TrainJob(name=name, out_dir=out_dir, shards=shards, weights=weights, tokens=tokens,
+    return TrainJob(name=name, out_dir=out_dir, shards=shards, weights=weights, tokens=tokens, **valid,
                     seq_len=cfg.model.context, batch_size=optim.batch_size, lr=optim.lr,
                     seed=cfg.random_seed * 1000 + seed_offset, init_dir=init, model_config=mc,
                     warmup_fraction=optim.warmup_fraction, min_lr_ratio=optim.min_lr_ratio,

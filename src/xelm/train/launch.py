@@ -52,6 +52,7 @@ def job_to_dict(job: TrainJob) -> dict:
         if isinstance(value, Path):
             data[key] = str(value)
     data["shards"] = [[str(path), dtype] for path, dtype in job.shards]
+    data["valid_shards"] = [[str(path), dtype] for path, dtype in job.valid_shards]
     return data
 
 
@@ -61,6 +62,7 @@ def job_from_dict(data: dict) -> TrainJob:
         if data.get(key) is not None:
             data[key] = Path(data[key])
     data["shards"] = [(Path(path), dtype) for path, dtype in data["shards"]]
+    data["valid_shards"] = [(Path(path), dtype) for path, dtype in data.get("valid_shards", [])]
     data["betas"] = tuple(data["betas"])
     return TrainJob(**data)
 

@@ -52,8 +52,13 @@ class TrainJob:
     save_every: int = 200
     log_every: int = 50
     precision: str = "fp32"
-    tensorboard_dir: Path | None = None
+    tensorboard_dir: Path | None = None     # where trackers write (one folder per job)
     tokenizer_dir: Path | None = None
+    report_to: str = "tensorboard"          # an accelerate tracker, or "none"
+    valid_shards: list[tuple[Path, str]] = field(default_factory=list)
+    valid_weights: list[float] = field(default_factory=list)
+    eval_every: int | None = None           # validation loss every this many steps
+    eval_blocks: int = 32                   # the fixed validation blocks scored each time
 
     def steps(self, world: int = 1) -> int:
         per_step = self.batch_size * self.seq_len * world
@@ -107,6 +112,35 @@ class MixtureSampler:
         return torch.from_numpy(np.stack(rows))
 
 
+class Validation:
+    """The validation loss of a job: mean loss over a fixed set of blocks of its languages'
+    valid split (the same blocks every time, drawn with their own RNG, so neither the
+    training batches nor the resumed weights change)."""
+
+    def __init__(self, job: TrainJob):
+        usable = [(s, w) for s, w in zip(job.valid_shards, job.valid_weights)
+                  if len(np.memmap(s[0], dtype=s[1], mode="r")) >= job.seq_len + 2]
+        self.batch = None
+        if job.eval_every and usable:
+            sampler = MixtureSampler([s for s, _ in usable], [w for _, w in usable],
+                                     job.seq_len, job.eval_blocks, seed=job.seed + 7919)
+            self.batch = sampler.batch(0)
+
+    def loss(self, model, device, batch_size: int) -> float:
+        import torch
+
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for rows in torch.split(self.batch, batch_size):
+                out = model(input_ids=rows.to(device), labels=rows.to(device))
+                total += float(out.loss) * len(rows)
+                count += len(rows)
+        model.train(was_training)
+        return total / count
+
+
 def build_model(job: TrainJob):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -146,7 +180,10 @@ def _train(job: TrainJob, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
     mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[job.precision]
-    acc = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
+    tracked = job.report_to != "none" and job.tensorboard_dir is not None
+    acc = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available(),
+                      log_with=job.report_to if tracked else None,
+                      project_dir=str(job.tensorboard_dir) if tracked else None)
     total = job.steps(acc.num_processes)
     model = build_model(job)
     opt = torch.optim.AdamW(model.parameters(), lr=job.lr, betas=job.betas, eps=1e-8,
@@ -155,33 +192,53 @@ def _train(job: TrainJob, progress: bool) -> dict:
     model, opt = acc.prepare(model, opt)
     sampler = MixtureSampler(job.shards, job.weights, job.seq_len, job.batch_size, job.seed,
                              acc.process_index)
-    writer = _tensorboard(job, acc)
+    if tracked:  # one folder per job, the same tags for all: dense and experts overlay
+        acc.init_trackers(job.name)
+    validation = Validation(job)
     tokens_per_step = job.batch_size * job.seq_len * acc.num_processes
     bar = tqdm(total=total, initial=start, desc=f"train {job.name}", unit="step",
-               disable=not (progress and acc.is_main_process), dynamic_ncols=True)
+               disable=not (progress and acc.is_main_process and _terminal()), dynamic_ncols=True)
     model.train()
     t0, wall = time.perf_counter(), history.get("wall_s", 0.0)
+    t_log, step_log = time.perf_counter(), start
     for step in range(start, total):
-        loss = _step(model, opt, acc, sampler.batch(step).to(acc.device), lr_at(step, total, job),
-                     job.grad_clip)
+        lr = lr_at(step, total, job)
+        loss = _step(model, opt, acc, sampler.batch(step).to(acc.device), lr, job.grad_clip)
         history["last_loss"] = loss
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         bar.update(1)
-        if (step + 1) % job.log_every == 0 or step + 1 == total:
-            bar.set_postfix(loss=f"{loss:.3f}")
-            if writer:
-                writer.add_scalar(f"{job.name}/loss", loss, (step + 1) * tokens_per_step)
+        seen = (step + 1) * tokens_per_step
+        if ((step + 1) % job.log_every == 0 or step + 1 == total) and acc.is_main_process:
+            now = time.perf_counter()
+            speed = (step + 1 - step_log) * tokens_per_step / max(now - t_log, 1e-9)
+            t_log, step_log = now, step + 1
+            log.info("%s: step %d/%d, loss %.4f, lr %.3g, %.0f tokens/s", job.name, step + 1,
+                     total, loss, lr, speed, extra={"progress": True})
+            if tracked:
+                acc.log({"train/loss": loss, "train/lr": lr, "train/tokens_per_s": speed},
+                        step=seen)
+        if validation.batch is not None and ((step + 1) % job.eval_every == 0
+                                             or step + 1 == total):
+            valid = validation.loss(model, acc.device, job.batch_size)
+            history.setdefault("valid", []).append([seen, valid])
+            if acc.is_main_process:
+                log.info("%s: step %d/%d, validation loss %.4f", job.name, step + 1, total,
+                         valid, extra={"progress": True})
+                if tracked:
+                    acc.log({"valid/loss": valid}, step=seen)
         if (step + 1) % job.save_every == 0 and step + 1 < total and acc.is_main_process:
             history["wall_s"] = wall + time.perf_counter() - t0
             ckpt.save(job.out_dir, acc.unwrap_model(model), opt, step + 1, history)
     bar.close()
-    if writer:
-        writer.close()
+    if tracked:
+        acc.end_training()
     acc.wait_for_everyone()
     ledger = {"done": True, "name": job.name, "steps": total, "tokens": total * tokens_per_step,
               "budget_tokens": job.tokens, "last_loss": history.get("last_loss"),
               "wall_s": round(wall + time.perf_counter() - t0, 2),
               "device": str(acc.device), "processes": acc.num_processes,
-              "init": str(job.init_dir) if job.init_dir else None}
+              "init": str(job.init_dir) if job.init_dir else None,
+              "valid_loss": history.get("valid")}
     # DDP: every rank returns the same full ledger (callers such as the manifest read
     # "flops" on all ranks), and none returns before rank 0 has written the final files.
     unwrapped = acc.unwrap_model(model)
@@ -205,12 +262,11 @@ def _step(model, opt, acc, batch, lr: float, clip: float) -> float:
     return float(loss.detach())
 
 
-def _tensorboard(job: TrainJob, acc):
-    if job.tensorboard_dir is None or not acc.is_main_process:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
+def _terminal() -> bool:
+    """Progress bars only on a terminal: redirected to a file, the log lines say it all."""
+    import sys
 
-    return SummaryWriter(log_dir=str(job.tensorboard_dir / job.name))
+    return sys.stderr.isatty()
 
 
 def _finish(job: TrainJob, model, ledger: dict) -> None:
