@@ -278,8 +278,20 @@ class _Lexicon:
     function: dict[str, str]
 
 
+@dataclass(frozen=True)
+class Morphology:
+    """A language's word material in phonemes, before inflection and script: ``roots`` in
+    concept order (nouns, verbs, adjectives, adpositions), ``function`` words (det, and,
+    but, neg, plural, past) and ``affixes`` (acc, obl, plural, past, agree). Minimal pairs
+    (:mod:`xelm.evaluate.pairs_synthetic`) rebuild word forms from it."""
+
+    roots: tuple[str, ...]
+    function: dict[str, str]
+    affixes: dict[str, str]
+
+
 @lru_cache(maxsize=32)
-def _lexicon(lang: SyntheticLanguage) -> _Lexicon:
+def morphology(lang: SyntheticLanguage) -> Morphology:
     proto, grammar = _proto_lexicon(lang.seed, lang.family_index)
     cons, vows, syllable = _family_phonology(lang.seed, lang.family_index)
     cons, vows = _apply(lang.sound_changes, cons), _apply(lang.sound_changes, vows)
@@ -289,12 +301,22 @@ def _lexicon(lang: SyntheticLanguage) -> _Lexicon:
     roots = _unique([_apply(lang.sound_changes, p) if c else o
                      for p, o, c in zip(proto, own, cognate)], rng, vows)
     grammar = [_apply(lang.sound_changes, g) for g in grammar]
-    words = dict(zip(_FUNCTION_WORDS, grammar))
-    affix = dict(zip(_AFFIXES, grammar[len(_FUNCTION_WORDS):]))
-    return _inflect(lang, roots, words, affix)
+    return Morphology(tuple(roots), dict(zip(_FUNCTION_WORDS, grammar)),
+                      dict(zip(_AFFIXES, grammar[len(_FUNCTION_WORDS):])))
 
 
-def _attach(inflection: str, stem: str, morphemes: tuple[str, ...]) -> str:
+@lru_cache(maxsize=32)
+def _lexicon(lang: SyntheticLanguage) -> _Lexicon:
+    m = morphology(lang)
+    return _inflect(lang, list(m.roots), m.function, m.affixes)
+
+
+def lexicon(lang: SyntheticLanguage) -> _Lexicon:
+    """Every rendered word form of ``lang``, as the generator writes them."""
+    return _lexicon(lang)
+
+
+def attach(inflection: str, stem: str, morphemes: tuple[str, ...]) -> str:
     """Morphemes listed innermost last: suffixes go stem+inner+outer, prefixes outer+inner+stem;
     an isolating language writes them as particles before the word."""
     present = [m for m in morphemes if m]
@@ -311,7 +333,7 @@ def _inflect(lang: SyntheticLanguage, roots: list[str], words: dict, affix: dict
     past, agree = (words["past"], "") if isolating else (affix["past"], affix["agree"])
 
     def forms(stems: list[str], *morphemes: str) -> list[str]:
-        return [render(_attach(lang.inflection, stem, morphemes)) for stem in stems]
+        return [render(attach(lang.inflection, stem, morphemes)) for stem in stems]
 
     nouns, verbs = roots[:N_NOUNS], roots[N_NOUNS:N_NOUNS + N_VERBS]
     adjectives = roots[N_NOUNS + N_VERBS:-N_ADPOSITIONS]
