@@ -39,7 +39,7 @@ def test_run_writes_the_contract(finished_run):
     assert budget["dense_tokens"] == sum(budget["expert_tokens"].values())
     # training happened: dense improves on the seed everywhere
     assert all(results["perplexity"]["dense"][l] < results["perplexity"]["seed"][l] for l in langs)
-    for path in ("config.yaml", "xelm.json", "allocation.json", "report.md", "plots/perplexity.png",
+    for path in ("config.yaml", "xelm.json", "allocation.json", "report.md", "plots/change.png",
                  "router/router.json", "router/router.npz",
                  "plots/typology.png", "seed/model.safetensors", "dense/model.safetensors",
                  "experts/e0/model.safetensors", "experts/e1/model.safetensors", "xelm.log"):
@@ -217,3 +217,15 @@ def test_redirected_output_has_no_progress_bars(tmp_path):
         assert done.returncode == 0, done.stderr
         assert "\r" not in done.stderr and "font cache" not in done.stderr
     assert "seed: step" in done.stderr  # the log lines say it instead
+
+
+def test_the_report_has_its_sections_and_figures(finished_run):
+    report = (finished_run / "report.md").read_text()
+    for section in ("## Allocation", "| e0 | ", "## Figures", "plots/change.png",
+                    "plots/curves.png", "plots/typology.png", "Training tokens per parameter",
+                    "**Warning:**", "regime map"):
+        assert section in report, section
+    for name in ("change", "curves", "typology"):
+        assert (finished_run / "plots" / f"{name}.png").stat().st_size > 5000
+    assert not (finished_run / "plots" / "perplexity.png").exists()
+    assert (finished_run / "experts" / "e0" / "README.md").is_file()  # model cards

@@ -426,9 +426,9 @@ def _finished(rd: RunDir, record: dict, key: str, manifest: dict) -> dict:
 def publish(rd: RunDir, results: dict) -> None:
     """Set ``results.json["adapt"]`` (other keys kept) and render ``report.md`` again,
     which shows the "Adding languages" section whenever that key exists."""
-    from xelm.report.markdown import render
+    from xelm.report.stage import write_report
 
     merged = read_json(rd.results)
     merged["adapt"] = results
     write_json(rd.results, merged)
-    atomic_write_text(rd.root / "report.md", render(merged, f"x-ELM run: {rd.root.name}"))
+    write_report(rd, merged)

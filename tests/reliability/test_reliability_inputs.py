@@ -65,8 +65,8 @@ def test_requested_language_without_a_file(tmp_path, corpus_dir, capsys):
 @pytest.mark.parametrize("override, fragments", [
     ("train.tokens=lots", ("train.tokens", "valid integer")),
     ("model.layers=2.5", ("model.layers", "fractional")),
-    ("corpus.languages=en", ("corpus.languages", "valid list")),
-    ("eval.methods=top1", ("eval.methods", "valid list")),
+    ("corpus.languages=en", ("corpus.languages", "a list: write [en]")),
+    ("eval.methods=top1", ("eval.methods", "a list: write [top1]")),
     ("train.betas=[0.9]", ("train.betas",)),
     ("train.lr=.inf", ("train.lr", "finite")),
     ("eval.temperature=.nan", ("eval.temperature", "finite")),

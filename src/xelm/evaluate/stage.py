@@ -284,8 +284,12 @@ def budget(rd: RunDir) -> dict:
 
     manifest = read_json(rd.root / "xelm.json")
     experts = [e for e in manifest["experts"] if not e.get("adapted_language")]
+    state = next((f / "train_state.json" for f in (rd.seed, rd.dense)
+                  if (f / "train_state.json").is_file()), None)
     out = {"dense_tokens": tokens(rd.dense), "seed_tokens": tokens(rd.seed),
-           "expert_tokens": {e["name"]: e["tokens"] for e in experts}}
+           "expert_tokens": {e["name"]: e["tokens"] for e in experts},
+           "expert_languages": {e["name"]: e["languages"] for e in experts},
+           "parameters": read_json(state).get("parameters") if state else None}
     # HMR: the earlier rounds' experts (each listed once) are compute of the expert set too
     earlier = {a["name"]: a for e in experts for a in e.get("ancestors", [])}
     if earlier:

@@ -52,8 +52,48 @@ def budget_line(results: dict) -> str:
             f"{len(b['expert_tokens'])} experts ({verdict}); seed {b['seed_tokens'] or 0:,}.")
 
 
-def render(results: dict, title: str = "x-ELM run") -> str:
+def allocation_table(results: dict, colours: dict[str, str] | None = None) -> str:
+    """Each expert: its languages, its training tokens and their share of the experts'."""
+    b = results["budget"]
+    tokens, langs = b["expert_tokens"], b.get("expert_languages") or {}
+    total = sum(tokens.values()) or 1
+    colours = colours or {}
+    head = "| expert | languages | training tokens | share |" + (" colour in the tree |"
+                                                                  if colours else "")
+    rule = "|---|---|---|---|" + ("---|" if colours else "")
+    rows = [f"| {name} | {' '.join(langs.get(name, [])) or '-'} | {n:,} | {100 * n / total:.1f}% |"
+            + (f" {colours.get(name, '-')} |" if colours else "") for name, n in tokens.items()]
+    return "\n".join([head, rule, *rows])
+
+
+def tokens_per_parameter(results: dict) -> tuple[str, str | None]:
+    """The line on training tokens per parameter, and the regime warning when it applies."""
+    from xelm.plan import REGIME_MIN_TOKENS_PER_PARAMETER as LOW
+
+    b = results["budget"]
+    params = b.get("parameters")
+    if not params:
+        return "", None
+    seed, dense = b.get("seed_tokens") or 0, b.get("dense_tokens") or 0
+    total = (seed + dense) / params
+    line = (f"Model: {params:,} parameters. Training tokens per parameter: seed {seed / params:.1f}, "
+            f"dense (= the experts together) {dense / params:.1f}; total {total:.1f}.")
+    warning = None
+    if total < LOW:
+        warning = (f"**Warning:** {total:.1f} total training tokens per parameter is below "
+                   f"~{LOW}, where BENCHMARKS.md's regime map (bench/results/regime.png) found no "
+                   "mean gain for the experts over dense: train the seed longer or use a "
+                   "smaller model.")
+    return line, warning
+
+
+def render(results: dict, title: str = "x-ELM run", figures: dict[str, str] | None = None,
+           colours: dict[str, str] | None = None, plots_missing: bool = False) -> str:
     parts = [f"# {title}", "", budget_line(results), ""]
+    line, warning = tokens_per_parameter(results)
+    for paragraph in (line, warning):
+        if paragraph:
+            parts += [paragraph, ""]
     if "xelm_top1" in results["perplexity"]:
         s = summary(results)
         parts += [f"x-ELM (top-1) beats dense on **{s['wins']}/{s['languages']}** languages. "
@@ -61,10 +101,16 @@ def render(results: dict, title: str = "x-ELM run") -> str:
                   f"(std {100 * s['std_ppl_reduction']:.1f}; best {-100 * s['max_ppl_reduction']:+.1f}%, "
                   f"worst {-100 * s['min_ppl_reduction']:+.1f}%); bits per byte vs dense: mean "
                   f"{-100 * s['mean_bpb_reduction']:+.1f}%. Negative is better.", ""]
+    if results["budget"].get("expert_tokens"):
+        parts += ["## Allocation", "", allocation_table(results, colours), ""]
     parts += ["## Perplexity (test split, lower is better)", "", table(results), "",
-              "## Bits per byte", "", table(results, "bits_per_byte"), "",
-              "![perplexity](plots/perplexity.png)", "",
-              *_extra_sections(results),
+              "## Bits per byte", "", table(results, "bits_per_byte"), ""]
+    if figures:
+        parts += ["## Figures", ""]
+        parts += [f"![{caption}]({path})  \n*{caption}*\n" for caption, path in figures.items()]
+    elif plots_missing:
+        parts += ["Figures need matplotlib: `pip install 'xelm[plots]'`, then `xelm report`.", ""]
+    parts += [*_extra_sections(results),
               "## Time per stage (seconds)", "",
               ", ".join(f"{k} {v:.0f}" for k, v in results.get("timing", {}).items()), ""]
     return "\n".join(parts)
