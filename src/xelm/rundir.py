@@ -58,7 +58,14 @@ def _same(key: str, a: object, b: object) -> bool:
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
+    """The settings that differ, ignoring those allowed to change. A key the old config
+    lacks (written before that key existed) counts as its default, so a newer xelm
+    resumes an older run."""
     a, b = _flatten(old), _flatten(new)
+    defaults = _flatten(Config().model_dump(mode="json"))
+    for key in set(b) - set(a):
+        if key in defaults:
+            a[key] = defaults[key]
     keys = sorted(set(a) | set(b))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys
             if not _same(k, a.get(k), b.get(k)) and not k.startswith(MUTABLE_PREFIXES)]

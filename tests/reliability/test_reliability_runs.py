@@ -259,3 +259,11 @@ def test_the_traceback_goes_to_the_run_log(finished, tmp_path, capsys):
     assert main(["run", *tiny_args(tmp_path / "e1", "corpus.source=dir",
                                    "corpus.path=/nonexistent")]) == 2
     assert "Traceback" in (tmp_path / "e1" / "xelm.log").read_text()
+
+
+def test_a_run_written_before_a_new_config_key_resumes(finished, tmp_path):
+    run = _copy(finished, tmp_path / "run")
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    del saved["train"]["dense_lr"], saved["corpus"]["split_seed"]  # keys added later
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert main(["report", *tiny_args(run)]) == 0
