@@ -8,7 +8,11 @@ arguments; in Python, import this module before
 
 ``model_args``: ``run=RUN_DIR`` (required), ``method=top1|top1_langid|ensemble|
 ensemble_posterior|product_of_experts`` (default ``ensemble_posterior``), ``lang=xx`` (the
-task's language: routes ``top1``), ``expert=NAME`` (``top1`` on one named expert), ``top_k``,
+task's language: routes ``top1``), ``expert=NAME`` (``top1`` on one named expert),
+``route=target|source|ensemble`` with ``source_lang=xx`` (cross-lingual prompts:
+demonstrations in ``source_lang``, the test item in ``lang``; the expert of the test
+item's language, of the demonstrations' language, or no label:
+:mod:`xelm.evaluate.crosslingual`), ``top_k``,
 ``prior=manifest``, ``max_length`` (fewer positions than the models have),
 ``batch_size``, ``device``, ``dtype``. Tokenization, the empty-context prefix token and
 the left truncation of long contexts follow lm-eval's ``hf`` model, so a single expert
@@ -123,8 +127,9 @@ def continuation_scores(expert_set, input_ids: torch.Tensor, attention_mask: tor
 class XelmLM(TemplateLM):
     """An x-ELM run directory (``xelm.json``) scored with one inference method."""
 
-    def __init__(self, run: str | None = None, method: str = "ensemble_posterior",
+    def __init__(self, run: str | None = None, method: str | None = None,
                  lang: str | None = None, expert: str | None = None, top_k: int | None = None,
+                 route: str | None = None, source_lang: str | None = None,
                  prior: str | None = None, max_length: int | None = None, batch_size=None,
                  device: str | None = None, dtype: str | None = None, verify: bool = True,
                  expert_set=None, **unsupported):
@@ -132,10 +137,14 @@ class XelmLM(TemplateLM):
         unsupported.pop("max_batch_size", None)  # passed by lm-eval to every model
         if unsupported:
             raise ValueError(f"the xelm model does not support {sorted(unsupported)}; its "
-                             "model_args are run, method, lang, expert, top_k, prior, "
-                             "max_length, batch_size, device, dtype, verify")
+                             "model_args are run, method, lang, expert, route, source_lang, "
+                             "top_k, prior, max_length, batch_size, device, dtype, verify")
         if not run and expert_set is None:
             raise ValueError("the xelm model needs run=RUN_DIR (a run with xelm.json)")
+        from xelm.evaluate.crosslingual import resolve_route
+
+        self.prompt = {"route": route, "source_lang": source_lang, "test_lang": lang}
+        method, lang = resolve_route(route, method, lang, source_lang, expert)
         if method not in METHODS:
             raise ValueError(f"method={method!r} is not an inference method; choose from "
                              f"{', '.join(sorted(METHODS))}")
@@ -236,7 +245,8 @@ class XelmLM(TemplateLM):
 
     def get_model_info(self) -> dict:
         return {"xelm_run": self.run, "xelm_method": self.method,
-                **{f"xelm_{k}": v for k, v in self.route.items() if v is not None}}
+                **{f"xelm_{k}": v for k, v in {**self.route, **self.prompt}.items()
+                   if v is not None}}
 
     # ---------------------------------------------------------------- scoring
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):

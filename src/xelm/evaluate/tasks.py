@@ -7,14 +7,17 @@ the context, not the language, to pick). One lm-eval task per language
 (``xelm_cloze_<lang>``, metrics ``acc`` and ``acc_norm``) plus the group ``xelm_cloze``,
 written as task YAMLs over local jsonl files, so they run without the hub::
 
-    OUT/xelm_cloze_<lang>.yaml     task (dataset_path: json, absolute data_files)
+    OUT/xelm_cloze_<lang>.yaml     task (dataset_path: json, data_files relative to OUT)
     OUT/_xelm_cloze.yaml           group
     OUT/data/<lang>.test.jsonl     {"id", "lang", "context", "choices", "label"}
     OUT/data/<lang>.fewshot.jsonl  same, from documents disjoint from the test ones
     OUT/tasks.json                 what was built: counts per language, parameters
+    OUT/xelm_cloze_data.py         the loader lm-eval imports from beside the YAMLs
 
-Everything is a function of the documents and ``seed``. The YAMLs name their data by
-absolute path: rebuild (it takes a second) after moving the folder.
+With ``source_lang``, also the cross-lingual few-shot variant
+(:mod:`xelm.evaluate.crosslingual`): ``xelm_cloze_x_<source>_<lang>`` tests ``<lang>``
+with demonstrations from ``<source>``'s few-shot split. Everything is a function of the
+documents and ``seed``; the folder can be moved (paths are relative to it).
 """
 
 from __future__ import annotations
@@ -161,7 +164,8 @@ def read_heldout(corpus: str | Path, languages: list[str] | None = None) -> dict
                    if line.strip()] for lang in wanted}
 
 
-def _jsonl(rows: list[dict]) -> str:
+def jsonl(rows: list[dict]) -> str:
+    """Rows as JSON lines (UTF-8 text kept as is)."""
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
@@ -184,6 +188,14 @@ def load(data_files=None, **_):
 '''
 
 
+LOADER_LINE = f"custom_dataset: !function {LOADER}.load\n"
+
+
+def write_loader(out: Path) -> None:
+    """The loader module beside the YAMLs (every task folder of xelm uses the same one)."""
+    atomic_write_text(out / f"{LOADER}.py", LOADER_SOURCE)
+
+
 def task_config(lang: str, test_file: str, fewshot_file: str) -> dict:
     """The lm-eval task YAML (as a dict) of one language; data paths are relative to the
     task folder (``custom_dataset`` is added when it is written)."""
@@ -204,7 +216,8 @@ def group_config(langs: list[str]) -> dict:
             "aggregate_metric_list": agg, "metadata": {"version": 1.0}}
 
 
-def _fits(tokenizer, max_tokens: int | None):
+def fits_within(tokenizer, max_tokens: int | None):
+    """A test ``text -> bool``: at most ``max_tokens`` tokens after a space (None: no test)."""
     if max_tokens is None:
         return None
     if tokenizer is None:
@@ -217,7 +230,8 @@ def _fits(tokenizer, max_tokens: int | None):
     return lambda text: len(tokenizer.encode(" " + text, add_special_tokens=False)) <= max_tokens
 
 
-def _dump_yaml(path: Path, data: dict, extra: str = "") -> None:
+def dump_yaml(path: Path, data: dict, extra: str = "") -> None:
+    """Write a task or group YAML (``extra``: lines yaml cannot dump, e.g. ``!function``)."""
     import yaml
 
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True) + extra)
@@ -226,15 +240,15 @@ def _dump_yaml(path: Path, data: dict, extra: str = "") -> None:
 def _write_language(out: Path, lang: str, splits: dict[str, list[dict]]) -> None:
     files = {split: f"data/{lang}.{split}.jsonl" for split in splits}
     for split, rows in splits.items():
-        atomic_write_text(out / files[split], _jsonl(rows))
-    _dump_yaml(out / f"{task_name(lang)}.yaml", task_config(lang, files["test"], files["fewshot"]),
-               extra=f"custom_dataset: !function {LOADER}.load\n")
+        atomic_write_text(out / files[split], jsonl(rows))
+    dump_yaml(out / f"{task_name(lang)}.yaml", task_config(lang, files["test"], files["fewshot"]),
+              extra=LOADER_LINE)
 
 
 def build_tasks(corpus: str | Path, out: str | Path, *, languages: list[str] | None = None,
                 choices: int = 4, n: int = 200, fewshot_docs: int = 16, seed: int = 0,
                 context_sentences: int = 3, max_continuation_tokens: int | None = None,
-                tokenizer=None) -> dict:
+                tokenizer=None, source_lang: str | None = None) -> dict:
     """Write the task family for ``corpus``'s held-out documents into ``out``.
 
     With ``max_continuation_tokens``, documents whose continuation (as lm-eval scores
@@ -244,18 +258,20 @@ def build_tasks(corpus: str | Path, out: str | Path, *, languages: list[str] | N
     Languages with too few documents are skipped (listed under ``skipped``); none left
     is an error. Returns (and writes as ``out/tasks.json``) the summary:
     ``{"group", "include_path", "tasks": {lang: task}, "n_examples": {lang: n},
-    "n_fewshot": {lang: n}, "skipped": {lang: reason}, "choices", "seed", "source"}``.
+    "n_fewshot": {lang: n}, "skipped": {lang: reason}, "choices", "seed", "source"}``,
+    with ``source_lang`` also ``"crosslingual": {"source", "group", "tasks": {lang: task}}``
+    (ValueError when the source language has no task of its own).
     """
     if n < 1 or choices < 2:
         raise ValueError(f"need n >= 1 and choices >= 2, got n={n}, choices={choices}")
     docs = read_heldout(corpus, languages)
     run_tokenizer = Path(corpus) / "data" / "tokenizer"
-    fits = _fits(tokenizer or (run_tokenizer if run_tokenizer.is_dir() else None),
+    fits = fits_within(tokenizer or (run_tokenizer if run_tokenizer.is_dir() else None),
                  max_continuation_tokens)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(f"{GROUP}_*.yaml"):  # an earlier build's languages
-        stale.unlink()
+    for stale in [*out.glob(f"{GROUP}_*.yaml"), *out.glob(f"_{GROUP}_x_*.yaml")]:
+        stale.unlink()  # an earlier build's languages
     summary = {"group": GROUP, "include_path": str(out.resolve()), "tasks": {},
                "n_examples": {}, "n_fewshot": {}, "skipped": {}, "choices": choices,
                "seed": seed, "context_sentences": context_sentences,
@@ -277,8 +293,12 @@ def build_tasks(corpus: str | Path, out: str | Path, *, languages: list[str] | N
     if not summary["tasks"]:
         raise ValueError("no language has enough held-out documents for a task: "
                          + "; ".join(summary["skipped"].values()))
-    atomic_write_text(out / f"{LOADER}.py", LOADER_SOURCE)
-    _dump_yaml(out / f"_{GROUP}.yaml", group_config(list(summary["tasks"])))
+    if source_lang is not None:
+        from xelm.evaluate.crosslingual import write_crosslingual_tasks
+
+        summary["crosslingual"] = write_crosslingual_tasks(out, summary, source_lang)
+    write_loader(out)
+    dump_yaml(out / f"_{GROUP}.yaml", group_config(list(summary["tasks"])))
     write_json(out / "tasks.json", summary)
     return summary
 
@@ -288,6 +308,11 @@ def format_summary(summary: dict) -> str:
     lines = [f"{summary['tasks'][lang]}: {summary['n_examples'][lang]} examples, "
              f"{summary['n_fewshot'][lang]} few-shot" for lang in summary["tasks"]]
     lines += [f"skipped {lang}: {why}" for lang, why in summary["skipped"].items()]
+    cross = summary.get("crosslingual")
+    if cross:
+        lines.append(f"group {cross['group']}: {len(cross['tasks'])} tasks, demonstrations in "
+                     f"{cross['source']} (--num_fewshot 8; model_args route=target|source|"
+                     f"ensemble,source_lang={cross['source']},lang=<test language>)")
     where = summary["include_path"]
     lines += [f"group {summary['group']} ({summary['choices']} choices) in {where}",
               "run: xelm lm-eval --model xelm --model_args run=RUN_DIR,method=ensemble_posterior "
