@@ -182,6 +182,41 @@ class SeedConfig(OptimConfig):
     """training tokens of the seed model (5M, 500k, 1.5e6 accepted)"""
 
 
+class SlurmConfig(_Section):
+    """Resources of each training job under ``train.launcher: slurm`` (one array job per
+    round of experts, through submitit; preempted or timed-out jobs are requeued and resume
+    from their last checkpoint)."""
+
+    partition: str | None = None
+    """SLURM partition (default: the cluster's default)"""
+    account: str | None = None
+    """account charged for the jobs (default: yours)"""
+    qos: str | None = None
+    """quality of service (default: the cluster's)"""
+    time_min: PositiveInt = 1440
+    """time limit of each job in minutes; a job that runs out is requeued and resumes"""
+    gpus_per_job: int = Field(0, ge=0)
+    """GPUs of each job (one node); more than one: one process per GPU, DDP"""
+    cpus_per_job: PositiveInt = 8
+    """CPU cores of each job (split between its processes; torch threads follow)"""
+    mem_gb: PositiveInt | None = None
+    """memory of each job in GB (default: the partition's)"""
+    constraint: str | None = None
+    """node features required (sbatch --constraint)"""
+    array_parallelism: PositiveInt = 64
+    """jobs of one array that may run at once"""
+    max_requeues: int = Field(3, ge=0)
+    """times a job is requeued after preemption or time-out before it counts as failed"""
+    setup: list[str] = []
+    """shell lines run before each job (e.g. [module load cuda, source .venv/bin/activate])"""
+    extra: dict[str, str | int] = {}
+    """further sbatch options, e.g. {exclude: node07, mail-type: END}"""
+    cluster: Literal["slurm", "local"] = "slurm"
+    """slurm (sbatch) | local (submitit's local executor: the same path without a cluster, for trying it out)"""
+    folder: str | None = None
+    """where submitit writes job scripts and logs (default: RUN/slurm)"""
+
+
 class TrainConfig(OptimConfig):
     """Dense baseline and experts; the experts share `tokens` equally."""
 
@@ -208,14 +243,28 @@ class TrainConfig(OptimConfig):
     """fp32 | bf16 | fp16 (bf16/fp16 on accelerators)"""
     # Where the dense and expert jobs run: here ("local": one after another, or `parallel`
     # at a time in subprocesses with the cores split), or one Ray task per job.
-    launcher: Literal["local", "ray"] = "local"
-    """where jobs run: local (here) | ray (one Ray task per job)"""
+    launcher: Literal["local", "ray", "slurm"] = "local"
+    """where jobs run: local (here) | ray (one Ray task per job) | slurm (one array job per round, see train.slurm)"""
     parallel: PositiveInt = 1
     """local jobs at a time (subprocesses, cores split between them)"""
     resources_per_expert: dict[str, float] = {"CPU": 1}   # Ray resources of each job
     """Ray resources of each job"""
     ray_address: str | None = None                        # None: start a local Ray
     """Ray cluster to join (default: start a local Ray)"""
+    slurm: SlurmConfig = SlurmConfig()
+    """SLURM resources of each job (train.launcher: slurm)"""
+    grad_accum_steps: PositiveInt = 1
+    """micro-batches per optimizer step, for every job (seed too): each batch is split into this many equal parts, so batch, steps and tokens stay the same and only activation memory shrinks; must divide train.batch_size and seed.batch_size"""
+    gradient_checkpointing: bool = False
+    """recompute each layer's activations in the backward pass, for every job: far less activation memory for about a third more compute"""
+
+    @model_validator(mode="after")
+    def _accumulation_divides(self) -> "TrainConfig":
+        if self.batch_size % self.grad_accum_steps:
+            raise ValueError(f"train.batch_size ({self.batch_size}) must be divisible by "
+                             f"train.grad_accum_steps ({self.grad_accum_steps}): each batch "
+                             "is split into that many equal micro-batches")
+        return self
 
 
 class AllocateConfig(_Section):

@@ -156,7 +156,9 @@ def _job(cfg: Config, rd: RunDir, name: str, out_dir: Path, languages: list[str]
                     weight_decay=optim.weight_decay, grad_clip=optim.grad_clip,
                     betas=tuple(optim.betas), save_every=cfg.train.save_every,
                     log_every=cfg.train.log_every, precision=cfg.train.precision,
-                    tensorboard_dir=rd.root / "tensorboard", tokenizer_dir=rd.tokenizer)
+                    tensorboard_dir=rd.root / "tensorboard", tokenizer_dir=rd.tokenizer,
+                    grad_accum_steps=cfg.train.grad_accum_steps,
+                    gradient_checkpointing=cfg.train.gradient_checkpointing)
 
 
 def seed(cfg: Config, rd: RunDir) -> dict:

@@ -4,11 +4,18 @@ The same loop trains the seed, the dense baseline and every expert; only the job
 (where it starts, which shards it samples, how many tokens). It runs under `accelerate`
 (one CPU process here; DDP and bf16 under ``accelerate launch``).
 
-Resumable by construction: the batch of step ``s`` is drawn from an RNG seeded with
-``(job seed, s, process)``, so the data position is just the step; a checkpoint holds the
-model, the optimizer state (both safetensors), the torch RNG state and the step. A job
-killed at any moment restarts from its last checkpoint and, on CPU with the same thread
-count, ends with bitwise the same weights as an uninterrupted one.
+Resumable by construction: the global batch of step ``s`` (``batch_size`` x processes
+rows) is drawn from an RNG seeded with ``(job seed, s)`` and each process takes its own
+slice, so the data position is just the step and W processes of batch B see exactly the
+rows of one process of batch W·B; a checkpoint holds the model, the optimizer state (both
+safetensors), the torch RNG state and the step. A job killed at any moment restarts from
+its last checkpoint and, on CPU with the same thread count, ends with bitwise the same
+weights as an uninterrupted one.
+
+Big models: ``grad_accum_steps`` splits each batch into equal micro-batches (same steps,
+tokens and loss up to rounding; less activation memory); ``gradient_checkpointing``
+recomputes layers in the backward pass; an FSDP accelerate config shards the model (on CPU
+processes, where accelerate 1.x would use DDP, with FSDP2's ``fully_shard`` here).
 """
 
 from __future__ import annotations
@@ -29,6 +36,10 @@ log = logging.getLogger(__name__)
 
 class BudgetError(ValueError):
     """The token budget cannot buy a single optimizer step."""
+
+
+class AccumulationError(ValueError):
+    """The batch cannot be split into the requested number of equal micro-batches."""
 
 
 @dataclass
@@ -59,6 +70,16 @@ class TrainJob:
     valid_weights: list[float] = field(default_factory=list)
     eval_every: int | None = None           # validation loss every this many steps
     eval_blocks: int = 32                   # the fixed validation blocks scored each time
+    grad_accum_steps: int = 1               # micro-batches per optimizer step (split batch_size)
+    gradient_checkpointing: bool = False    # recompute activations in the backward pass
+
+    def __post_init__(self):
+        n = self.grad_accum_steps
+        if not isinstance(n, int) or n < 1 or self.batch_size % n:
+            raise AccumulationError(
+                f"{self.name}: a batch of {self.batch_size} sequences cannot be split into "
+                f"{n} equal micro-batches (train.grad_accum_steps); choose a divisor of the "
+                "batch size (the batch stays the global batch: accumulation only saves memory)")
 
     def steps(self, world: int = 1) -> int:
         per_step = self.batch_size * self.seq_len * world
@@ -149,10 +170,17 @@ def build_model(job: TrainJob):
         from xelm.experts.store import load_causal_lm
 
         model = load_causal_lm(job.init_dir, dtype=torch.float32)  # safetensors only, checked
-        return model.train()
-    torch.manual_seed(job.seed)
-    config = AutoConfig.for_model(**job.model_config)
-    return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    else:
+        torch.manual_seed(job.seed)
+        config = AutoConfig.for_model(**job.model_config)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    if job.gradient_checkpointing:  # non-reentrant: works with accumulation, DDP and FSDP
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # its name from transformers 5.2x
+            model.activation_checkpointing_enable(kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return model.train()
 
 
 def train_flops_per_token(model, seq_len: int) -> float:
@@ -175,27 +203,19 @@ def run_job(job: TrainJob, progress: bool = True) -> dict:
 
 
 def _train(job: TrainJob, progress: bool) -> dict:
-    import torch
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[job.precision]
-    tracked = job.report_to != "none" and job.tensorboard_dir is not None
-    acc = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available(),
-                      log_with=job.report_to if tracked else None,
-                      project_dir=str(job.tensorboard_dir) if tracked else None)
+    acc = _accelerator(job)
     total = job.steps(acc.num_processes)
-    model = build_model(job)
-    opt = torch.optim.AdamW(model.parameters(), lr=job.lr, betas=job.betas, eps=1e-8,
-                            weight_decay=job.weight_decay)
-    start, history = ckpt.restore(job.out_dir, model, opt)
-    model, opt = acc.prepare(model, opt)
-    sampler = MixtureSampler(job.shards, job.weights, job.seq_len, job.batch_size, job.seed,
-                             acc.process_index)
+    model, opt, start, history, sharded = _prepare(acc, job)
+    world, rank, per_rank = acc.num_processes, acc.process_index, job.batch_size
+    # one global batch per step (seeded by the step alone); each process takes its rows
+    sampler = MixtureSampler(job.shards, job.weights, job.seq_len, per_rank * world, job.seed)
+    tracked = job.report_to != "none" and job.tensorboard_dir is not None
     if tracked:  # one folder per job, the same tags for all: dense and experts overlay
         acc.init_trackers(job.name)
     validation = Validation(job)
-    tokens_per_step = job.batch_size * job.seq_len * acc.num_processes
+    tokens_per_step = per_rank * job.seq_len * world
     bar = tqdm(total=total, initial=start, desc=f"train {job.name}", unit="step",
                disable=not (progress and acc.is_main_process and _terminal()), dynamic_ncols=True)
     model.train()
@@ -203,7 +223,8 @@ def _train(job: TrainJob, progress: bool) -> dict:
     t_log, step_log = time.perf_counter(), start
     for step in range(start, total):
         lr = lr_at(step, total, job)
-        loss = _step(model, opt, acc, sampler.batch(step).to(acc.device), lr, job.grad_clip)
+        rows = sampler.batch(step)[rank * per_rank:(rank + 1) * per_rank]
+        loss = _step(model, opt, acc, rows.to(acc.device), lr, job)
         history["last_loss"] = loss
         bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         bar.update(1)
@@ -219,16 +240,16 @@ def _train(job: TrainJob, progress: bool) -> dict:
                         step=seen)
         if validation.batch is not None and ((step + 1) % job.eval_every == 0
                                              or step + 1 == total):
-            valid = validation.loss(model, acc.device, job.batch_size)
+            valid = validation.loss(model, acc.device, job.batch_size // job.grad_accum_steps)
             history.setdefault("valid", []).append([seen, valid])
             if acc.is_main_process:
                 log.info("%s: step %d/%d, validation loss %.4f", job.name, step + 1, total,
                          valid, extra={"progress": True})
                 if tracked:
                     acc.log({"valid/loss": valid}, step=seen)
-        if (step + 1) % job.save_every == 0 and step + 1 < total and acc.is_main_process:
+        if (step + 1) % job.save_every == 0 and step + 1 < total:
             history["wall_s"] = wall + time.perf_counter() - t0
-            ckpt.save(job.out_dir, acc.unwrap_model(model), opt, step + 1, history)
+            _save_checkpoint(acc, job, model, opt, step + 1, history, sharded)
     bar.close()
     if tracked:
         acc.end_training()
@@ -236,30 +257,124 @@ def _train(job: TrainJob, progress: bool) -> dict:
     ledger = {"done": True, "name": job.name, "steps": total, "tokens": total * tokens_per_step,
               "budget_tokens": job.tokens, "last_loss": history.get("last_loss"),
               "wall_s": round(wall + time.perf_counter() - t0, 2),
-              "device": str(acc.device), "processes": acc.num_processes,
+              "device": str(acc.device), "processes": world,
               "init": str(job.init_dir) if job.init_dir else None,
-              "valid_loss": history.get("valid")}
+              "valid_loss": history.get("valid"), "grad_accum_steps": job.grad_accum_steps,
+              "gradient_checkpointing": job.gradient_checkpointing,
+              "sharding": "fsdp" if sharded else "ddp" if world > 1 else "none",
+              "peak_memory_bytes": _peak_memory_bytes()}
     # DDP: every rank returns the same full ledger (callers such as the manifest read
     # "flops" on all ranks), and none returns before rank 0 has written the final files.
     unwrapped = acc.unwrap_model(model)
     ledger["flops"] = train_flops_per_token(unwrapped, job.seq_len) * ledger["tokens"]
-    ledger["parameters"] = sum(p.numel() for p in unwrapped.parameters())
+    ledger["parameters"] = sum(p.numel() for p in unwrapped.parameters())  # global under FSDP
+    weights = ckpt.full_state(model, opt.optimizer)[0] if sharded else None  # all ranks gather
     if acc.is_main_process:
-        _finish(job, unwrapped, ledger)
+        _finish(job, unwrapped, ledger, weights)
     acc.wait_for_everyone()
     return ledger
 
 
-def _step(model, opt, acc, batch, lr: float, clip: float) -> float:
+def _accelerator(job: TrainJob):
+    import torch
+    from accelerate import Accelerator
+
+    mp = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[job.precision]
+    tracked = job.report_to != "none" and job.tensorboard_dir is not None
+    return Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available(),
+                       log_with=job.report_to if tracked else None,
+                       project_dir=str(job.tensorboard_dir) if tracked else None)
+
+
+def _prepare(acc, job: TrainJob):
+    """Model and optimizer, resumed and wrapped: DDP, FSDP (accelerate's, or FSDP2 here on
+    CPU processes) or nothing. Returns ``(model, opt, start step, history, sharded)``."""
+    import os
+
+    from accelerate.utils import DistributedType
+
+    model = build_model(job)
+    opt = _adamw(model, job)
+    if acc.distributed_type == DistributedType.FSDP:
+        model, opt = acc.prepare(model, opt)
+    elif (acc.distributed_type == DistributedType.MULTI_CPU
+          and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"):
+        model = _fully_shard(model)  # accelerate 1.x only shards on accelerators
+        opt = acc.prepare(_adamw(model, job))
+    else:  # restored before wrapping: the exact path of the bitwise-resume guarantee
+        start, history = ckpt.restore(job.out_dir, model, opt)
+        model, opt = acc.prepare(model, opt)
+        return model, opt, start, history, False
+    start, history = ckpt.restore_full(job.out_dir, model, opt.optimizer)
+    return model, opt, start, history, True
+
+
+def _adamw(model, job: TrainJob):
+    import torch
+
+    return torch.optim.AdamW(model.parameters(), lr=job.lr, betas=job.betas, eps=1e-8,
+                             weight_decay=job.weight_decay)
+
+
+def _fully_shard(model):
+    """FSDP2 over this process group: every layer class the accelerate config names
+    (``fsdp_transformer_layer_cls_to_wrap``; default: the model's ``_no_split_modules``),
+    then the root; ``fsdp_reshard_after_forward`` as configured (default: true)."""
+    import os
+
+    from torch.distributed.fsdp import fully_shard
+
+    names = os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP", "")
+    layers = {n.strip() for n in names.split(",") if n.strip()} or set(model._no_split_modules or ())
+    reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() in ("true", "full_shard")
+    for module in model.modules():
+        if type(module).__name__ in layers:
+            fully_shard(module, reshard_after_forward=reshard)
+    return fully_shard(model, reshard_after_forward=reshard)
+
+
+def _save_checkpoint(acc, job, model, opt, step: int, history: dict, sharded: bool) -> None:
+    if sharded:  # every rank takes part in gathering the full state; the main one writes it
+        weights, optim = ckpt.full_state(model, opt.optimizer)
+        if acc.is_main_process:
+            ckpt.save_full(job.out_dir, weights, optim, step, history)
+    elif acc.is_main_process:
+        ckpt.save(job.out_dir, acc.unwrap_model(model), opt, step, history)
+
+
+def _step(model, opt, acc, batch, lr: float, job: TrainJob) -> float:
+    """One optimizer step over ``grad_accum_steps`` equal micro-batches of ``batch``; the
+    loss (averaged over processes) is that of the whole batch: every micro-batch has the
+    same number of tokens, so the mean of their mean losses is the batch's mean loss."""
+    from contextlib import nullcontext
+
     for group in opt.param_groups:
         group["lr"] = lr
-    with acc.autocast():
-        loss = model(input_ids=batch, labels=batch).loss
-    acc.backward(loss)
-    acc.clip_grad_norm_(model.parameters(), clip)
+    parts = job.grad_accum_steps
+    total = 0.0
+    for i, rows in enumerate(batch.chunk(parts) if parts > 1 else (batch,)):
+        # DDP: gradients are all-reduced once, in the backward pass of the last part
+        with nullcontext() if i == parts - 1 else acc.no_sync(model):
+            with acc.autocast():
+                loss = model(input_ids=rows, labels=rows, use_cache=False).loss
+            acc.backward(loss / parts if parts > 1 else loss)
+        total = total + loss.detach()
+    acc.clip_grad_norm_(model.parameters(), job.grad_clip)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return float(loss.detach())
+    total = total / parts if parts > 1 else total
+    return float(acc.reduce(total, reduction="mean") if acc.num_processes > 1 else total)
+
+
+def _peak_memory_bytes() -> int:
+    """Peak accelerator memory allocated by torch, or else this process's peak RSS so far."""
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _terminal() -> bool:
@@ -269,9 +384,10 @@ def _terminal() -> bool:
     return sys.stderr.isatty()
 
 
-def _finish(job: TrainJob, model, ledger: dict) -> None:
-    """Final HF folder first, then the ``done`` marker, then drop the checkpoints."""
-    model.save_pretrained(str(job.out_dir), safe_serialization=True)
+def _finish(job: TrainJob, model, ledger: dict, weights: dict | None = None) -> None:
+    """Final HF folder first, then the ``done`` marker, then drop the checkpoints.
+    ``weights``: the gathered full state dict of a sharded model."""
+    model.save_pretrained(str(job.out_dir), safe_serialization=True, state_dict=weights)
     if job.tokenizer_dir is not None:
         from xelm.data.tokenizer import load_tokenizer
 
