@@ -1,11 +1,18 @@
-"""Typology allocation: distances with missing features, the paper's greedy pairing, trees."""
+"""Typology allocation: URIEL vectors (urielplus = lang2vec), distances with missing features,
+the paper's greedy pairing, trees."""
 
+import hashlib
 import json
 import math
+import os
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
 
+from xelm.allocate import typology
 from xelm.allocate.typology import (
     TypologyError,
     TypologyTree,
@@ -14,6 +21,7 @@ from xelm.allocate.typology import (
     cosine_distances,
     language_vectors,
     plot_dendrogram,
+    to_iso639_3,
 )
 
 PAPER_16 = "en fr es de el bg ru tr ar vi zh hi sw ur ja ko".split()
@@ -106,13 +114,116 @@ def test_k_larger_than_languages_is_a_clear_error():
         allocate_typology(["en", "de"], k=3)
 
 
-def test_lang2vec_query_real_languages():
+def test_uriel_query_real_languages():
     vectors = language_vectors(["en", "de", "fr", "ja"])
     assert vectors.shape[0] == 4 and vectors.shape[1] > 50
     assert not np.isnan(vectors).all(axis=1).any()
     d = cosine_distances(vectors)
     assert d[0, 1] < d[0, 3]  # English is closer to German than to Japanese
-    assert language_vectors(["en", "ja"], "syntax_knn+geo").shape[1] > vectors.shape[1]
+    assert language_vectors(["en", "ja"], "syntax_average+geo").shape[1] > vectors.shape[1]
+
+
+# sha256 of lang2vec 1.1.2's syntax_average vectors of PAPER_16 (float64, missing = -1):
+# get_features([eng, fra, ...], "syntax_average"), 16 x 103 with 208 missing values
+LANG2VEC_SYNTAX_AVERAGE_16 = "ee963590ace32cd338f836b18febf80f0b0ed6bd4f932fdafde11ef9b47d950e"
+
+
+def test_syntax_average_is_lang2vecs_exactly():
+    # urielplus's URIEL averaged over sources and rounded to 4 decimals, as lang2vec's file
+    vectors = language_vectors(PAPER_16)
+    assert vectors.shape == (16, 103) and int(np.isnan(vectors).sum()) == 208
+    digest = hashlib.sha256(np.nan_to_num(vectors, nan=-1.0).astype("<f8").tobytes())
+    assert digest.hexdigest() == LANG2VEC_SYNTAX_AVERAGE_16
+
+
+def _lang2vec_or_skip():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pytest.importorskip("lang2vec.lang2vec", reason="lang2vec (xelm[lang2vec]) "
+                                   "not installed or not importable (needs pkg_resources)")
+
+
+def test_every_feature_set_matches_lang2vec():
+    l2v = _lang2vec_or_skip()
+    languages = ["en", "de", "ja", "sw", "aaa"]  # aaa: in URIEL, few features
+    codes = [to_iso639_3(lang) for lang in languages]
+    slow = {"fam"}  # lang2vec takes seconds on its 3718 names: compared with its file below
+    for features in [*(set(typology._feature_sets()) - slow), "syntax_wals|syntax_sswl",
+                     "syntax_average+phonology_knn+geo"]:
+        expected = l2v.get_features(codes, features, header=True, minimal=False)
+        names, vectors = typology.uriel_features(codes, features)
+        assert names == expected["CODE"], features
+        want = np.array([[math.nan if v == "--" else float(v) for v in expected[c]]
+                         for c in codes], dtype=np.float64).reshape(len(codes), -1)
+        assert np.array_equal(vectors, want, equal_nan=True), features
+    with np.load(os.path.join(os.path.dirname(l2v.__file__), "data", "family_features.npz")) as f:
+        rows = [int(np.flatnonzero(f["langs"] == c)[0]) for c in codes]
+        names, vectors = typology.uriel_features(codes, "fam")
+        assert names == [str(n).replace(" ", "_") for n in f["feats"]]
+        assert np.array_equal(np.nan_to_num(vectors, nan=-1.0), f["data"][rows, :, 0])
+
+
+def test_syntax_average_is_urielplus_api_average():
+    # URIELPlus().get_vector with aggregation "A" (mean over sources), rounded to 4 decimals;
+    # in a subprocess: URIELPlus() configures root logging and copies its data files
+    codes = [to_iso639_3(lang) for lang in PAPER_16]
+    code = ("import json; from urielplus.urielplus import URIELPlus; u = URIELPlus(); "
+            f"u.set_aggregation('A'); print(json.dumps(u.get_vector('syntactic', {codes!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0 and "Error" in out.stderr and "urielplus" not in out.stderr:
+        pytest.skip(f"URIELPlus() failed here: {out.stderr.strip().splitlines()[-1]}")
+    assert out.returncode == 0, out.stderr
+    table = json.loads(out.stdout.strip().splitlines()[-1])
+    api = np.round(np.array([table[c] for c in codes], dtype=np.float64), 4)
+    ours = np.nan_to_num(language_vectors(PAPER_16), nan=-1.0)
+    assert np.array_equal(api, ours)
+
+
+def test_no_pkg_resources_and_no_lang2vec_import():
+    # setuptools>=81 has no pkg_resources: the default typology must not need it
+    code = ("import sys; sys.modules['pkg_resources'] = None; "
+            "from xelm.allocate.typology import allocate_typology; "
+            f"groups, _ = allocate_typology({PAPER_16!r}, 8); "
+            "print(len(groups), 'lang2vec.lang2vec' in sys.modules, 'pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["8", "False", "False"]
+
+
+def test_knn_sets_without_lang2vec_name_the_extra(monkeypatch):
+    monkeypatch.setattr(typology, "_lang2vec_dir", lambda: None)
+    typology._index.cache_clear()
+    typology._rows.cache_clear()
+    try:
+        assert "syntax_knn" not in typology._feature_sets()
+        assert "syntax_average" in typology._feature_sets()
+        with pytest.raises(TypologyError, match=r"syntax_knn.*xelm\[lang2vec\]"):
+            language_vectors(["en"], "syntax_knn")
+        with pytest.raises(TypologyError, match=r"aaa.*covered by .*geo.*xelm\[lang2vec\]"):
+            language_vectors(["en", "aaa"])
+    finally:
+        typology._index.cache_clear()
+        typology._rows.cache_clear()
+
+
+def test_knn_sets_read_lang2vec_data_without_importing_it(tmp_path):
+    if typology._lang2vec_dir() is None:
+        pytest.skip("lang2vec (xelm[lang2vec]) not installed")
+    # console scripts put bin/ first on sys.path, where lang2vec installs a lang2vec.py script
+    (tmp_path / "lang2vec.py").write_text("raise RuntimeError('the script, not the package')\n")
+    code = (f"import sys; sys.path.insert(0, {str(tmp_path)!r}); "
+            "sys.modules['pkg_resources'] = None; "
+            "from xelm.allocate.typology import language_vectors; "
+            "print(language_vectors(['en', 'aaa'], 'syntax_knn').shape, 'lang2vec' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(2, 103) False"
+
+
+def test_missing_urielplus_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "urielplus", None)
+    with pytest.raises(TypologyError, match=r"pip install 'urielplus"):
+        typology._urielplus_dir()
 
 
 def test_paper_16_languages_match_the_released_8_groups():

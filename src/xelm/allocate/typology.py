@@ -7,18 +7,23 @@ agglomerative clustering that, every round, greedily pairs the closest free clus
 ``cluster`` records the *whole* merge history (down to one root) as a ``TypologyTree``, so
 one tree answers ``groups(k)`` for every k and gives HMR its parents.
 
-lang2vec is imported lazily (it takes ~2 s and needs ``pkg_resources``, i.e.
-``setuptools<81``). It ships no offline distances, and its ``learned`` set is a pickled
-array that fails to load, so distances are computed here and ``learned`` is refused.
+URIEL comes from ``urielplus`` (maintained; its ``database/original_uriel`` holds URIEL's
+``features.npz``, ``family_features.npz`` and ``geocoord_features.npz``, byte-identical to
+lang2vec 1.1.2's). Feature sets keep lang2vec's names and values: per-source sets are read
+as they are, and the ``*_average`` sets are the mean over a feature's known sources rounded
+to 4 decimals, which is lang2vec's ``feature_averages.npz`` exactly, for all 7970 languages
+and 289 features (``bench/uriel_compare.py``, ``docs/typology.md``). lang2vec itself, which
+imports ``pkg_resources`` (setuptools<81), is no longer needed; only its kNN-imputed
+``*_knn`` sets are not in urielplus, and they are read from an installed lang2vec's data
+files (the ``xelm[lang2vec]`` extra) without importing it. Distances are computed here.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import math
 import os
-import sys
-import warnings
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 LINKAGES = ("paper", "average", "complete", "single", "ward")
+BACKEND = "urielplus"
+LANG2VEC_EXTRA = "pip install 'xelm[lang2vec]'"
 
 
 class TypologyError(ValueError):
@@ -34,41 +41,136 @@ class TypologyError(ValueError):
 
 # --------------------------------------------------------------------------- vectors
 
+# lang2vec's feature sets: name -> (URIEL file, source, feature-name prefix). Source "avg" is
+# the mean over the known sources of features.npz; "predicted" (the *_knn sets) is lang2vec's.
+FEATURE_SETS: dict[str, tuple[str, str, str]] = {
+    "syntax_wals": ("features.npz", "WALS", "S_"),
+    "phonology_wals": ("features.npz", "WALS", "P_"),
+    "syntax_sswl": ("features.npz", "SSWL", "S_"),
+    "syntax_ethnologue": ("features.npz", "ETHNO", "S_"),
+    "phonology_ethnologue": ("features.npz", "ETHNO", "P_"),
+    "inventory_ethnologue": ("features.npz", "ETHNO", "INV_"),
+    "inventory_phoible_aa": ("features.npz", "PHOIBLE_AA", "INV_"),
+    "inventory_phoible_gm": ("features.npz", "PHOIBLE_GM", "INV_"),
+    "inventory_phoible_saphon": ("features.npz", "PHOIBLE_SAPHON", "INV_"),
+    "inventory_phoible_spa": ("features.npz", "PHOIBLE_SPA", "INV_"),
+    "inventory_phoible_ph": ("features.npz", "PHOIBLE_PH", "INV_"),
+    "inventory_phoible_ra": ("features.npz", "PHOIBLE_RA", "INV_"),
+    "inventory_phoible_upsid": ("features.npz", "PHOIBLE_UPSID", "INV_"),
+    "syntax_knn": ("feature_predictions.npz", "predicted", "S_"),
+    "phonology_knn": ("feature_predictions.npz", "predicted", "P_"),
+    "inventory_knn": ("feature_predictions.npz", "predicted", "INV_"),
+    "syntax_average": ("features.npz", "avg", "S_"),
+    "phonology_average": ("features.npz", "avg", "P_"),
+    "inventory_average": ("features.npz", "avg", "INV_"),
+    "fam": ("family_features.npz", "FAM", ""),
+    "id": ("family_features.npz", "ID", ""),
+    "geo": ("geocoord_features.npz", "GEOCOORDS", ""),
+}
+LANG2VEC_ONLY = ("feature_predictions.npz",)
 
-@lru_cache(maxsize=1)
-def _lang2vec():
-    """Import ``lang2vec.lang2vec``, never its command-line script.
 
-    lang2vec installs a ``bin/lang2vec.py`` script; when xelm runs as a console script,
-    ``bin/`` is first on ``sys.path`` and that file would shadow the package.
-    """
-    shadowing = [p for p in sys.path if os.path.isfile(os.path.join(p or ".", "lang2vec.py"))]
-    cached = sys.modules.get("lang2vec")
-    if cached is not None and not hasattr(cached, "__path__"):
-        del sys.modules["lang2vec"]
-    saved = list(sys.path)
+def _urielplus_dir() -> Path:
+    """urielplus's copy of the original URIEL files (read, never written: ``URIELPlus()``
+    copies them into its own ``database/`` and can rewrite that copy)."""
     try:
-        sys.path[:] = [p for p in sys.path if p not in shadowing]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pkg_resources deprecation, printed on import
-            import lang2vec.lang2vec as l2v
+        import urielplus  # the package is empty; urielplus.urielplus would pull in pandas
     except ImportError as error:
-        raise ImportError("lang2vec could not be imported; it needs pkg_resources, i.e. "
-                          "setuptools<81 in this environment") from error
-    finally:
-        sys.path[:] = saved
-    return l2v
+        raise TypologyError("urielplus is not installed; xelm reads URIEL from it: "
+                            "pip install 'urielplus>=1.3.2'") from error
+    folder = Path(urielplus.__file__).parent / "database" / "original_uriel"
+    if not (folder / "features.npz").is_file():
+        raise TypologyError(f"urielplus has no URIEL data at {folder}; xelm was tested with "
+                            "urielplus 1.3.2 (reinstall it: pip install 'urielplus>=1.3.2')")
+    return folder
 
 
-def _feature_sets() -> list[str]:
-    return [name for name in _lang2vec().FEATURE_SETS_DICT if name != "learned"]
+def _lang2vec_dir() -> Path | None:
+    """lang2vec's data folder, found from its installed metadata and never imported (its
+    module needs pkg_resources; a ``lang2vec.py`` script on ``sys.path`` cannot shadow it)."""
+    try:
+        folder = Path(importlib.metadata.distribution("lang2vec").locate_file("lang2vec/data"))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return folder if folder.is_dir() else None
+
+
+def _path(filename: str) -> Path:
+    if filename in LANG2VEC_ONLY:
+        folder = _lang2vec_dir()
+        if folder is None or not (folder / filename).is_file():
+            sets = ", ".join(n for n, (f, _, _) in FEATURE_SETS.items() if f == filename)
+            raise TypologyError(f"the feature sets {sets} (lang2vec's kNN-imputed URIEL) are "
+                                f"not in urielplus; install lang2vec for them: {LANG2VEC_EXTRA}")
+        return folder / filename
+    return _urielplus_dir() / filename
 
 
 @lru_cache(maxsize=None)
-def _uriel_table(filename: str) -> dict[str, np.ndarray]:
-    path = os.path.join(os.path.dirname(_lang2vec().__file__), "data", filename)
-    with np.load(path) as data:
-        return {key: data[key] for key in data.files}
+def _index(filename: str) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+    """A URIEL file's language -> row, feature names and sources (not its data)."""
+    with np.load(_path(filename)) as table:
+        langs, feats, sources = table["langs"], table["feats"], table["sources"]
+    return {str(code): row for row, code in enumerate(langs)}, feats, sources
+
+
+@lru_cache(maxsize=32)
+def _rows(filename: str, rows: tuple[int, ...]) -> np.ndarray:
+    """Rows ``[n, features, sources]`` of a URIEL file's data (float64; -1 = missing)."""
+    with np.load(_path(filename)) as table:
+        data = table["data"][list(rows)].astype(np.float64)
+    data.flags.writeable = False
+    return data
+
+
+def _named_set(codes: list[str], name: str) -> tuple[list[str], np.ndarray]:
+    """lang2vec's ``get_named_set``: feature names and values ``[n, f]`` (-1 = missing)."""
+    filename, source, prefix = FEATURE_SETS[name]
+    rows, feats, sources = _index(filename)
+    if name == "id":
+        names = ["ID_" + str(code).upper() for code in rows]
+        values = np.zeros((len(codes), len(names)))
+        values[np.arange(len(codes)), [rows[code] for code in codes]] = 1.0
+        return names, values
+    columns = np.flatnonzero(np.char.startswith(feats.astype(str), prefix))
+    data = _rows(filename, tuple(rows[code] for code in codes))[:, columns, :]
+    if source == "avg":  # lang2vec's feature_averages.npz, exactly
+        known = data != -1.0
+        count = known.sum(axis=2)
+        total = np.where(known, data, 0.0).sum(axis=2)
+        values = np.where(count > 0, np.round(total / np.maximum(count, 1), 4), -1.0)
+    else:
+        values = data[:, :, int(np.flatnonzero(sources == source)[0])]
+    return [str(f) for f in feats[columns]], values
+
+
+def uriel_features(codes: list[str], features: str) -> tuple[list[str], np.ndarray]:
+    """lang2vec's ``get_features(codes, features, minimal=False)`` from urielplus's URIEL:
+    feature names and values ``[n, f]`` (NaN = missing). ``+`` concatenates sets, ``|``
+    takes their element-wise maximum (a known value beats a missing one), as lang2vec."""
+    names: list[str] = []
+    blocks = []
+    for part in _parse_feature_sets(features):
+        union = part.split("|")
+        part_names, values = _named_set(codes, union[0])
+        for other in union[1:]:
+            other_names, more = _named_set(codes, other)
+            if len(other_names) != len(part_names):
+                raise TypologyError(f"cannot take the union {part!r} of feature sets of "
+                                    f"different sizes ({len(part_names)}, {len(other_names)})")
+            values = np.maximum(values, more)
+        names += part_names
+        blocks.append(values)
+    vectors = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(codes), 0))
+    return [name.replace(" ", "_") for name in names], np.where(vectors == -1.0, math.nan, vectors)
+
+
+def _feature_sets() -> list[str]:
+    """The feature sets this environment can read (``*_knn`` only with lang2vec's data)."""
+    knn = _lang2vec_dir() is not None and all(
+        (_lang2vec_dir() / f).is_file() for f in LANG2VEC_ONLY)
+    return [name for name, (filename, _, _) in FEATURE_SETS.items()
+            if knn or filename not in LANG2VEC_ONLY]
 
 
 def to_iso639_3(code: str) -> str:
@@ -84,43 +186,37 @@ def to_iso639_3(code: str) -> str:
 
 def _parse_feature_sets(features: str) -> list[str]:
     parts = [part.strip() for part in features.split("+")]
-    known = _feature_sets()
+    known = list(FEATURE_SETS)
     for part in parts:
         for name in part.split("|"):
             if name == "learned":
                 raise TypologyError(
                     "the lang2vec feature set 'learned' is not supported: lang2vec 1.1.2 ships "
-                    "it as a pickled array that fails to load. Choose one of " + ", ".join(known))
+                    "it as a pickled array that fails to load, and urielplus does not have it. "
+                    "Choose one of " + ", ".join(known))
             if name not in known:
-                raise TypologyError(f"unknown lang2vec feature set {name!r} in {features!r}; "
+                raise TypologyError(f"unknown URIEL feature set {name!r} in {features!r}; "
                                     f"choose from {', '.join(known)} (join several with '+')")
     return parts
 
 
 def covering_feature_sets(code3: str) -> list[str]:
-    """The lang2vec feature sets with at least one known value for an ISO 639-3 code."""
+    """The feature sets with at least one known value for an ISO 639-3 code."""
+    if code3 not in _index("features.npz")[0]:
+        return []
     covering = []
     for name in _feature_sets():
-        filename, source, prefix = _lang2vec().FEATURE_SETS_DICT[name]
-        table = _uriel_table(filename)
-        rows = np.flatnonzero(table["langs"] == code3)
-        if rows.size == 0:
-            return []
-        if name == "id":
-            covering.append(name)
-            continue
-        columns = np.array([str(f).startswith(prefix) for f in table["feats"]])
-        values = table["data"][rows[0]][columns][:, table["sources"] == source]
-        if np.any(values != -1.0):
+        _, values = _named_set([code3], name)
+        if name == "id" or np.any(values != -1.0):
             covering.append(name)
     return covering
 
 
 def _check_uriel(languages: list[str], codes: list[str]) -> None:
-    known = set(_uriel_table("feature_averages.npz")["langs"].tolist())
+    known = _index("features.npz")[0]
     unknown = [f"{lang} ({code})" for lang, code in zip(languages, codes) if code not in known]
     if unknown:
-        raise TypologyError(f"not in URIEL/lang2vec: {', '.join(unknown)}. Give a features_file "
+        raise TypologyError(f"not in URIEL: {', '.join(unknown)}. Give a features_file "
                             "(CSV: language, feature columns) that lists them, or drop them")
 
 
@@ -128,26 +224,29 @@ def language_vectors(languages: list[str], features: str = "syntax_average",
                      features_file: str | None = None) -> np.ndarray:
     """Feature vectors ``[n, f]`` (NaN = missing) for corpus language codes.
 
-    ``features`` is any lang2vec set or a '+' concatenation (e.g.
-    ``syntax_knn+phonology_knn+inventory_knn``), queried with ``minimal=False`` so a
-    language's vector does not depend on which other languages are asked for. A CSV
-    ``features_file`` replaces lang2vec. Unknown languages, or languages with no value in the
+    ``features`` is any lang2vec feature set name or a '+' concatenation (e.g.
+    ``syntax_average+phonology_average``); every language's vector is its own full row (as
+    lang2vec's ``minimal=False``), so it does not depend on which other languages are asked
+    for. The ``*_knn`` sets need lang2vec installed (``xelm[lang2vec]``). A CSV
+    ``features_file`` replaces URIEL. Unknown languages, or languages with no value in the
     chosen set, raise :class:`TypologyError` naming them (and the sets that do cover them).
     """
     if features_file is not None:
         return _read_feature_table(features_file, languages)
-    parts = _parse_feature_sets(features)
+    _parse_feature_sets(features)
     codes = [to_iso639_3(lang) for lang in languages]
     _check_uriel(languages, codes)
-    table = _lang2vec().get_features(codes, "+".join(parts), minimal=False)
-    vectors = np.array([[math.nan if v == "--" else float(v) for v in table[code]]
-                        for code in codes], dtype=np.float64).reshape(len(codes), -1)
+    _, vectors = uriel_features(codes, features)
     empty = np.all(np.isnan(vectors), axis=1)
     if empty.any():
+        hint = ""
+        if not any(FEATURE_SETS[name][0] in LANG2VEC_ONLY for name in _feature_sets()):
+            hint = (". The *_knn sets (syntax_knn, phonology_knn, inventory_knn: kNN-imputed, "
+                    f"a value for every URIEL language) need lang2vec: {LANG2VEC_EXTRA}")
         lines = [f"{languages[i]} ({codes[i]}): covered by "
                  f"{', '.join(covering_feature_sets(codes[i])) or 'none'}"
                  for i in np.flatnonzero(empty)]
-        raise TypologyError(f"no {features!r} features for: " + "; ".join(lines))
+        raise TypologyError(f"no {features!r} features for: " + "; ".join(lines) + hint)
     return vectors
 
 
