@@ -76,3 +76,61 @@ def test_bad_boundaries_are_refused_in_one_message():
     with pytest.raises(DocumentError, match="outside"):
         document_of_positions(np.array([9]), np.array([4, 9]))
     assert issubclass(DocumentError, ValueError)
+
+
+# ------------------------------------------- the intervals of bench/evidence_report.py
+def _report():
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    return importlib.import_module("evidence_report")
+
+
+def _scores(per_token: list[float], tokens: list[int]) -> dict:
+    return {"xx": {"nll": [c * n for c, n in zip(per_token, tokens)], "tokens": tokens}}
+
+
+def test_paired_change_by_hand():
+    r = _report()
+    # 2 ln 2 nats more over 4 tokens: perplexity x 2^(1/2)
+    assert r.paired_change(np.array([2 * np.log(2), 0.0]), np.array([2, 2])) == pytest.approx(
+        np.sqrt(2) - 1)
+
+
+def test_intervals_collapse_when_every_document_changes_alike():
+    r = _report()
+    tokens = [3, 7, 5, 9]
+    ref = _scores([2.0] * 4, tokens)
+    out = r.compare([_scores([1.9] * 4, tokens)], [ref], ["0"], 200, np.random.default_rng(0))
+    lang = out["per_language"]["xx"]
+    want = np.expm1(-0.1)                          # -0.1 nats per token, in every document
+    assert lang["mean"] == pytest.approx(want) and lang["seed_sd"] is None
+    assert lang["ci95"] == pytest.approx([want, want])
+    assert lang["seeds"]["0"]["ci95"] == pytest.approx([want, want])
+    assert lang["win"] and out["wins"] == 1 and out["overall"]["mean"] == pytest.approx(want)
+
+
+def test_hierarchical_interval_spans_the_seeds():
+    """Seed a: -0.1 nats/token, seed b: +0.05. Drawing 2 seeds with replacement puts 1/4
+    of the replicates at a alone and 1/4 at b alone, so the 95% interval is [a, b]: no win,
+    although the mean change is negative."""
+    r = _report()
+    tokens = [4, 4, 4]
+    ref = _scores([2.0] * 3, tokens)
+    out = r.compare([_scores([1.9] * 3, tokens), _scores([2.05] * 3, tokens)], [ref, ref],
+                    ["a", "b"], 2000, np.random.default_rng(1))
+    lang = out["per_language"]["xx"]
+    a, b = np.expm1(-0.1), np.expm1(0.05)
+    assert lang["ci95"] == pytest.approx([a, b])
+    assert lang["mean"] == pytest.approx((a + b) / 2) and lang["mean"] < 0
+    assert lang["seed_sd"] == pytest.approx(np.std([a, b], ddof=1))
+    assert not lang["win"] and not lang["loss"] and out["wins_point"] == 1
+
+
+def test_compare_refuses_scores_of_other_documents():
+    r = _report()
+    with pytest.raises(ValueError, match="not on the same documents"):
+        r.compare([_scores([1.0], [3])], [_scores([1.0], [4])], ["0"], 10,
+                  np.random.default_rng(0))
