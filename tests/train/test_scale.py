@@ -31,8 +31,9 @@ def pattern_shard(path, n: int = 20000, seed: int = 0):
 
 def _validated(tmp_path, name, shard, **kw):
     """A job that scores the same fixed validation blocks after every step."""
-    return tiny_job(tmp_path / name, shard, steps=6, valid_shards=[(shard, "uint16")],
-                    valid_weights=[1.0], eval_every=1, report_to="none", lr=1e-2, **kw)
+    args = dict(steps=6, valid_shards=[(shard, "uint16")], valid_weights=[1.0], eval_every=1,
+                report_to="none", lr=1e-2)
+    return tiny_job(tmp_path / name, shard, **{**args, **kw})
 
 
 def test_four_micro_batches_of_four_give_the_loss_of_a_batch_of_sixteen(tmp_path):
