@@ -19,20 +19,26 @@ give the well-formed one the higher probability. Phenomena:
 
 A phenomenon a language's grammar does not have (e.g. agreement in an isolating
 language) is skipped with the reason; so are lexical pairs whose foreign root equals
-the language's own or is one of its words. Everything is a function of the language
+the language's own or is one of its words, and affix_position pairs whose misplaced
+affixes happen to spell a word of the language, and adjective_order/adposition pairs
+whose word roles still form a clause of the language (:func:`reads_as_grammatical`).
+Everything is a function of the language
 and ``seed``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from xelm.data.synthetic import (N_ADJECTIVES, N_ADPOSITIONS, N_NOUNS, N_VERBS, SCRIPTS,
-                                 WORD_ORDERS, SyntheticLanguage, attach, morphology)
+                                 WORD_ORDERS, SyntheticLanguage, attach, lexicon,
+                                 morphology)
 
 PHENOMENA = ("word_order", "adposition", "adjective_order", "agreement", "case",
              "affix_position", "lexical_related", "lexical_unrelated")
@@ -85,6 +91,15 @@ class Grammar:
 
     def adposition(self, concept: int) -> str:
         return self._form(self.m.roots[_ADP0 + concept], (), None)
+
+    @cached_property
+    def known_forms(self) -> frozenset[str]:
+        """Every word form the generator can write in this language."""
+        lex = lexicon(self.lang)
+        forms = [*lex.adpositions, *lex.function.values()]
+        for table in (lex.nouns, lex.verbs, lex.adjectives):
+            forms += [w for words in table.values() for w in words]
+        return frozenset(forms)
 
     def word(self, name: str) -> str:
         return self.script.render(self.m.function[name])
@@ -153,41 +168,71 @@ def sample_clause(d: _Draw, phenomenon: str) -> Clause:
     return Clause(subject, verb, past, neg, obj, oblique)
 
 
-def render(g: Grammar, c: Clause, change: str | None = None, *, order: str | None = None,
-           root: str | None = None) -> str:
-    """The sentence of ``c`` in ``g``'s language, or with the one ``change`` (a
-    phenomenon): ``order`` for word_order, the foreign ``root`` for the lexical ones."""
+def clause_words(g: Grammar, c: Clause, change: str | None = None, *,
+                 order: str | None = None, root: str | None = None) -> list[tuple[str, str]]:
+    """``(word form, role)`` of each word of ``c`` in ``g``'s language, or with the one
+    ``change`` (a phenomenon): ``order`` for word_order, the foreign ``root`` for the
+    lexical ones. Roles: D(eterminer), A(djective), N(oun), P (adposition), V(erb), NEG;
+    a moved adjective or adposition is ``A*`` or ``P*``."""
     lang = g.lang
 
-    def phrase(p: Phrase | None, role: str) -> list[str]:
+    def phrase(p: Phrase | None, role: str) -> list[tuple[str, str]]:
         if p is None:
             return []
         case = "nom" if change == "case" and role == "obj" else p.case
         lexical = change in ("lexical_related", "lexical_unrelated") and role == "subj"
-        words = [g.noun(p.noun, case, p.plural, root=root if lexical else None)]
+        words = [(g.noun(p.noun, case, p.plural, root=root if lexical else None), "N")]
         if p.adj is not None:
             flip = change == "adjective_order" and role == "subj"
-            adj = g.adjective(p.adj, p.plural)
+            adj = (g.adjective(p.adj, p.plural), "A*" if flip else "A")
             words = [adj] + words if (lang.adjective_order == "AN") != flip else words + [adj]
         if p.det:
-            words.insert(0, g.word("det"))
+            words.insert(0, (g.word("det"), "D"))
         if p.adp is not None:
-            before = (lang.adposition == "pre") != (change == "adposition")
-            words = [g.adposition(p.adp)] + words if before else words + [g.adposition(p.adp)]
+            flip = change == "adposition"
+            adp = (g.adposition(p.adp), "P*" if flip else "P")
+            words = [adp] + words if (lang.adposition == "pre") != flip else words + [adp]
         return words
 
     inflection = None
     if change == "affix_position":
         inflection = "prefixing" if lang.inflection == "suffixing" else "suffixing"
     plural = c.subject.plural != (change == "agreement")
-    verb = ([g.word("neg")] if c.neg else []) + [g.verb(c.verb, c.past, plural, inflection)]
+    verb = ([(g.word("neg"), "NEG")] if c.neg else []) + [
+        (g.verb(c.verb, c.past, plural, inflection), "V")]
     s, o, x = phrase(c.subject, "subj"), phrase(c.obj, "obj"), phrase(c.oblique, "obl")
     order = order or lang.word_order
     if order == "SOV":
-        words = s + x + o + verb
-    else:
-        words = (s + verb + o if order == "SVO" else verb + s + o) + x
-    return g.sentence(words)
+        return s + x + o + verb
+    return (s + verb + o if order == "SVO" else verb + s + o) + x
+
+
+def render(g: Grammar, c: Clause, change: str | None = None, **kw) -> str:
+    """The sentence of :func:`clause_words`."""
+    return g.sentence([w for w, _ in clause_words(g, c, change, **kw)])
+
+
+_ROLE_LETTERS = {"D": "D", "A": "A", "N": "N", "P": "P", "V": "V", "NEG": "G"}
+
+
+def clause_pattern(lang: SyntheticLanguage) -> re.Pattern:
+    """The language's one-clause sentences as a regular expression over word roles (one
+    letter each: D A N P V, G for negation), as the generator orders them."""
+    core = "D?A?N" if lang.adjective_order == "AN" else "D?NA?"
+    oblique = f"(?:P{core})" if lang.adposition == "pre" else f"(?:{core}P)"
+    np_, verb = f"(?:{core})", "G?V"
+    order = {"SOV": f"{np_}{oblique}?{np_}?{verb}", "SVO": f"{np_}{verb}{np_}?{oblique}?",
+             "VSO": f"{verb}{np_}{np_}?{oblique}?"}[lang.word_order]
+    return re.compile(order)
+
+
+def reads_as_grammatical(lang: SyntheticLanguage, words: list[tuple[str, str]]) -> bool:
+    """Whether the roles of ``words`` (moved ones as what they are) still form a clause of
+    the language: then, without case or number cues, a "bad" sentence could be read as
+    well-formed (e.g. ``N A N V`` in an AN, SOV language: the adjective moved after the
+    subject reads as the object's). Such pairs are not used."""
+    roles = "".join(_ROLE_LETTERS[r.rstrip("*")] for _, r in words)
+    return clause_pattern(lang).fullmatch(roles) is not None
 
 
 def _unsupported(g: Grammar, phenomenon: str, donors: list[Grammar]) -> str | None:
@@ -213,12 +258,23 @@ def _one_pair(g: Grammar, d: _Draw, phenomenon: str, donors: list[Grammar]) -> d
     elif phenomenon.startswith("lexical_"):
         donor = donors[int(d.rng.integers(len(donors)))]
         detail["root"] = donor.m.roots[c.subject.noun]
-        if detail["root"] in g.known_roots:  # its own root, or one of its other words
-            return None
+        foreign = g.noun(c.subject.noun, "nom", c.subject.plural, root=detail["root"])
+        if detail["root"] in g.known_roots or foreign in g.known_forms:
+            return None  # its own root, or a word of the language
         detail["donor"] = donor.lang.code
+    elif phenomenon == "affix_position":
+        inflection = "prefixing" if g.lang.inflection == "suffixing" else "suffixing"
+        plural = c.subject.plural
+        if g.verb(c.verb, c.past, plural, inflection) in g.known_forms:
+            return None  # the misplaced affixes happen to spell another word
     good = render(g, c)
-    bad = render(g, c, phenomenon, order=detail.get("order"), root=detail.pop("root", None))
-    return None if good == bad else {"good": good, "bad": bad, **detail}
+    bad_words = clause_words(g, c, phenomenon, order=detail.get("order"),
+                             root=detail.pop("root", None))
+    bad = g.sentence([w for w, _ in bad_words])
+    order_change = phenomenon in ("word_order", "adposition", "adjective_order")
+    if good == bad or (order_change and reads_as_grammatical(g.lang, bad_words)):
+        return None
+    return {"good": good, "bad": bad, **detail}
 
 
 def language_pairs(g: Grammar, phenomenon: str, donors: list[Grammar], n: int,
