@@ -66,7 +66,7 @@ def compare(method: list[dict], ref: list[dict], seeds: list, resamples: int, rn
     langs, n_seeds = list(ref[0]), len(ref)
     draw = rng.integers(0, n_seeds, size=(resamples, n_seeds))  # seeds, shared by languages
     cols = np.arange(resamples * n_seeds)
-    per_lang, hier = {}, []
+    per_lang, hier, within = {}, [], []
     for lang in langs:
         points, boots = [], []
         for m, r in zip(method, ref):
@@ -79,13 +79,17 @@ def compare(method: list[dict], ref: list[dict], seeds: list, resamples: int, rn
         boots = np.stack(boots)                                  # [seeds, resamples*seeds]
         rep = boots[draw.ravel(), cols].reshape(resamples, n_seeds).mean(1)
         hier.append(rep)
+        within.append(boots[:, :resamples])
         per_lang[lang] = {**_spread(points), "ci95": interval(rep),
                           "seeds": {str(s): {"change": p, "ci95": interval(b[:resamples])}
                                     for s, p, b in zip(seeds, points, boots)},
                           "win": interval(rep)[1] < 0, "loss": interval(rep)[0] > 0}
     overall_points = [float(np.mean([per_lang[lang]["seeds"][str(s)]["change"] for lang in langs]))
                       for s in seeds]
-    overall = {**_spread(overall_points), "ci95": interval(np.mean(hier, 0))}
+    within = np.mean(within, 0)                                  # [seeds, resamples]
+    overall = {**_spread(overall_points), "ci95": interval(np.mean(hier, 0)),
+               "seeds": {str(s): {"change": p, "ci95": interval(w)}
+                         for s, p, w in zip(seeds, overall_points, within)}}
     return {"wins": sum(v["win"] for v in per_lang.values()),
             "losses": sum(v["loss"] for v in per_lang.values()),
             "wins_point": sum(v["mean"] < 0 for v in per_lang.values()),
@@ -263,7 +267,6 @@ def brief(result: dict) -> dict:
 
 def variant_report(index: int, runs: dict, args) -> dict:
     from xelm.evaluate.streams import METHODS, language_metrics, language_switches
-
     from xelm.io import read_json
 
     scores, seconds, checks = {}, {}, {}
@@ -304,9 +307,8 @@ def variant_report(index: int, runs: dict, args) -> dict:
 
 def split_record(run: Path) -> dict:
     cfg, rd, docs, _ = load_run(run)
-    held = rd.data / "held_out_keys.json"
     return {"corpus.split": cfg.corpus.split, "corpus.split_seed": cfg.corpus.split_seed,
-            "held_out_keys_file": held.is_file(),
+            "held_out_keys_file": (rd.data / "held_out_keys.json").is_file(),
             "eval.max_tokens_per_language": cfg.eval.max_tokens_per_language,
             "test_documents": {lang: len(ends) for lang, (_, ends) in docs.items()},
             "test_tokens": {lang: int(len(tokens)) for lang, (tokens, _) in docs.items()}}

@@ -134,3 +134,16 @@ def test_compare_refuses_scores_of_other_documents():
     with pytest.raises(ValueError, match="not on the same documents"):
         r.compare([_scores([1.0], [3])], [_scores([1.0], [4])], ["0"], 10,
                   np.random.default_rng(0))
+
+
+def test_overall_is_the_mean_over_languages():
+    r = _report()
+    tokens = [5, 6]
+    ref = {**_scores([2.0] * 2, tokens), "yy": _scores([2.0] * 2, tokens)["xx"]}
+    method = {**_scores([1.8] * 2, tokens), "yy": _scores([2.2] * 2, tokens)["xx"]}
+    out = r.compare([method], [ref], ["0"], 100, np.random.default_rng(0))
+    want = (np.expm1(-0.2) + np.expm1(0.2)) / 2
+    assert out["overall"]["mean"] == pytest.approx(want)
+    assert out["overall"]["ci95"] == pytest.approx([want, want])
+    assert out["overall"]["seeds"]["0"]["ci95"] == pytest.approx([want, want])
+    assert (out["wins"], out["losses"]) == (1, 1)
