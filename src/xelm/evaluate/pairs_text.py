@@ -70,10 +70,11 @@ def clusters(text: str) -> list[str]:
 
 
 def is_spaced(sentences: list[str]) -> bool:
-    """Whether the language separates words by spaces (median sentence: 3+ words of at
-    most 15 characters on average)."""
-    ratios = sorted(len(s.split()) / max(1, len(s)) for s in sentences[:2000])
-    return bool(ratios) and ratios[len(ratios) // 2] >= 1 / 15
+    """Whether the language separates words by spaces: at least 5% of the characters of
+    its sentences are spaces (17-26% in the paper's spaced languages, 0-2% in zh, ja, th)."""
+    sample = sentences[:2000]
+    chars = sum(len(s) for s in sample)
+    return chars > 0 and sum(s.count(" ") for s in sample) / chars >= 0.05
 
 
 class LanguageText:
