@@ -31,7 +31,10 @@ def _open_run(args, name: str):
     """Lock the run directory for ``name`` and open it (creating it for run/prepare)."""
     from xelm.rundir import RunDir, refuse_foreign, run_lock
 
+    from xelm.extras import check_config
+
     cfg, root = _context(args, name)
+    check_config(cfg)
     refuse_foreign(root)
     if name in ("run", "prepare"):
         root.mkdir(parents=True, exist_ok=True)
@@ -81,6 +84,10 @@ def cmd_run(args) -> int:
 
 def _stage_command(name: str, doc: str):
     def command(args) -> int:
+        if getattr(args, "downstream", False):  # before any compute
+            from xelm.extras import require
+
+            require("lm_eval", "xelm eval --downstream")
         with _open_run(args, name) as (cfg, rd):
             _require(rd, name)
             out = _stage(name, cfg, rd)
@@ -107,6 +114,9 @@ STAGE_DOCS = {
 
 
 def _downstream(cfg, rd) -> None:
+    from xelm.extras import require
+
+    require("lm_eval", "xelm eval --downstream")
     from xelm.evaluate.downstream import downstream, markdown_section
 
     with rd.timed("downstream"):
@@ -139,6 +149,9 @@ def cmd_lm_eval(args) -> int:
     --tasks xelm_cloze_de --include_path TASKS_DIR --num_fewshot 4. An --output_path must be
     new, empty or an earlier `xelm lm-eval` output (add --force to write elsewhere), and never
     inside a run's model folders."""
+    from xelm.extras import require
+
+    require("lm_eval", "xelm lm-eval")
     from xelm.evaluate.lm_eval_model import run_cli
     from xelm.outputs import claim_out_dir
 

@@ -219,7 +219,9 @@ def allocate(cfg: Config, rd: RunDir) -> dict:
     else:
         groups, tree = al.language_groups(cfg.allocate, languages, _features_file(cfg, rd))
         result = al.from_groups(cfg.allocate.method, groups, tree)
-        if tree is not None:
+        from xelm.extras import installed
+
+        if tree is not None and installed("matplotlib"):  # the tree before any training
             from xelm.allocate.typology import TypologyTree, plot_dendrogram
 
             plot_dendrogram(TypologyTree.from_dict(tree), rd.plots / "typology.png")

@@ -20,11 +20,9 @@ PALETTE = [f"C{i}" for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]  # C7 is grey
 
 
 def available() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    from xelm.extras import installed
+
+    return installed("matplotlib")
 
 
 def _pyplot():
