@@ -83,3 +83,24 @@ def test_refusals():
         group_shares({"method": "tfidf", "experts": {"e0": {"languages": ["a"]}}}, {})
     with pytest.raises(ConfigError, match="expert_budget"):
         _cfg("train.expert_budget=fair")
+
+
+def test_status_shows_the_proportional_budgets_a_run_trains(tmp_path):
+    from xelm_testing import tiny_args
+
+    from xelm.cli import main
+    from xelm.train.status import job_states
+
+    out = tmp_path / "run"
+    args = tiny_args(out, "train.expert_budget=proportional")
+    for stage in ("prepare", "seed", "allocate"):
+        assert main([stage, *args]) == 0
+    planned = {row["job"]: row["budget"] for row in job_states(out)}
+    assert main(["train", *args]) == 0
+    import json
+
+    for row in job_states(out):
+        state = json.loads((out / ("experts/" if row["job"].startswith("e") else "")
+                            / row["job"] / "train_state.json").read_text())
+        assert planned[row["job"]] == row["budget"] == state["budget_tokens"], row
+    assert planned["e0"] != planned["e1"]

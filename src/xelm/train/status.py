@@ -28,12 +28,15 @@ def _budgets(run: Path) -> dict[str, tuple[Path, int, int]]:
         plan = plan_for_run(read_json(alloc_path), hmr, fractions, cfg["train"]["tokens"], step)
         jobs["dense"] = (run / "dense", plan.dense_tokens, step)
         jobs.update({e.name: (run / e.path, e.tokens, step) for e in plan.experts})
-    elif alloc_path.is_file():
-        experts = list(read_json(alloc_path)["experts"])
+    elif alloc_path.is_file():  # the train stage's own plan (equal or proportional budgets)
+        from xelm.config import from_dict
+        from xelm.stages import _training_plan
+
         step = per_step("train")
-        each = cfg["train"]["tokens"] // len(experts) // step * step
-        jobs["dense"] = (run / "dense", each * len(experts), step)
-        jobs.update({e: (run / "experts" / e, each, step) for e in experts})
+        plan = _training_plan(from_dict(cfg), read_json(alloc_path),
+                              read_json(run / "data" / "prepare.json"))
+        jobs["dense"] = (run / "dense", plan.dense_tokens, step)
+        jobs.update({e.name: (run / e.path, e.tokens, step) for e in plan.experts})
     else:
         jobs["dense"] = (run / "dense", cfg["train"]["tokens"], per_step("train"))
     return jobs
