@@ -39,7 +39,12 @@ def _open_run(args, name: str):
     if name in ("run", "prepare"):
         root.mkdir(parents=True, exist_ok=True)
     with run_lock(root, name):
-        yield cfg, RunDir.open(cfg, force=args.force)
+        rd = RunDir.open(cfg, force=args.force)
+        if rd.moved_aside is None:
+            yield cfg, rd
+            return
+        with run_lock(root, name):  # the held lock moved aside with the old run: lock anew
+            yield cfg, rd
 
 
 def _require(rd, stage: str) -> None:

@@ -106,6 +106,7 @@ def _aside_name(root: Path) -> Path:
 @dataclass
 class RunDir:
     root: Path
+    moved_aside: Path | None = None  # where `open(force=True)` moved a run of another config
 
     data = property(lambda self: self.root / "data")
     tokenizer = property(lambda self: self.root / "data" / "tokenizer")
@@ -149,6 +150,7 @@ class RunDir:
             refuse_foreign(root)
         root.mkdir(parents=True, exist_ok=True)
         rd = cls(root)
+        rd.moved_aside = aside
         if restarted:  # the failed attempt's partial data was made with the other config
             shutil.rmtree(rd.data, ignore_errors=True)
         atomic_write_text(saved, cfg.to_yaml())

@@ -267,3 +267,27 @@ def test_a_run_written_before_a_new_config_key_resumes(finished, tmp_path):
     del saved["train"]["dense_lr"], saved["corpus"]["split_seed"]  # keys added later
     (run / "config.yaml").write_text(yaml.safe_dump(saved))
     assert main(["report", *tiny_args(run)]) == 0
+
+
+TRY = """
+import sys
+from xelm.rundir import RunLockedError, run_lock
+try:
+    with run_lock(sys.argv[1], "eval"):
+        print("got it")
+except RunLockedError:
+    print("refused")
+"""
+
+
+def test_force_moves_the_old_run_aside_and_keeps_the_new_one_locked(tmp_path):
+    from xelm.cli import _open_run, _parser
+
+    out = tmp_path / "run"
+    assert main(["prepare", *tiny_args(out)]) == 0
+    args = _parser().parse_args(["prepare", *tiny_args(out, "train.tokens=48000"), "--force"])
+    with _open_run(args, "prepare") as (_, rd):
+        assert rd.moved_aside is not None and rd.moved_aside.is_dir()
+        probe = subprocess.run([sys.executable, "-c", TRY, str(out)], capture_output=True,
+                               text=True, timeout=120)
+        assert probe.stdout.strip() == "refused", probe.stderr
