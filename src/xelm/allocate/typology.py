@@ -162,6 +162,9 @@ def uriel_features(codes: list[str], features: str) -> tuple[list[str], np.ndarr
         names += part_names
         blocks.append(values)
     vectors = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(codes), 0))
+    # C order, as lang2vec's rows: BLAS sums x @ x.T in another order for other layouts,
+    # which moves cosine distances by an ulp
+    vectors = np.ascontiguousarray(vectors, dtype=np.float64)
     return [name.replace(" ", "_") for name in names], np.where(vectors == -1.0, math.nan, vectors)
 
 
