@@ -196,7 +196,9 @@ class SlurmConfig(_Section):
     time_min: PositiveInt = 1440
     """time limit of each job in minutes; a job that runs out is requeued and resumes"""
     gpus_per_job: int = Field(0, ge=0)
-    """GPUs of each job (one node); more than one: one process per GPU, DDP"""
+    """GPUs of each job (one node)"""
+    processes_per_job: PositiveInt | None = None
+    """processes of each job (default: one per GPU, at least one); more than one: DDP between them"""
     cpus_per_job: PositiveInt = 8
     """CPU cores of each job (split between its processes; torch threads follow)"""
     mem_gb: PositiveInt | None = None
