@@ -1,4 +1,4 @@
-"""Run a list of training jobs: in this process, N at a time in subprocesses, or on Ray.
+"""Run a list of training jobs: here, N at a time in subprocesses, on Ray, or on SLURM.
 
 x-BTM experts never talk to each other, so a launcher only has to run every job somewhere
 and collect its ledger or its error. Every job is idempotent (``run_job`` returns at once
@@ -29,7 +29,7 @@ from xelm.train.loop import TrainJob, is_done, run_job
 
 log = logging.getLogger(__name__)
 
-LAUNCHERS = ("local", "ray")
+LAUNCHERS = ("local", "ray", "slurm")
 SPEC = "job.json"
 
 
@@ -76,14 +76,17 @@ def write_spec(job: TrainJob) -> Path:
 # --------------------------------------------------------------------------- launchers
 def run_jobs(jobs: list[TrainJob], launcher: str = "local", parallel: int = 1,
              resources: dict[str, float] | None = None, address: str | None = None,
-             threads: int | None = None, progress: bool = True) -> tuple[dict, dict]:
+             threads: int | None = None, progress: bool = True, slurm=None,
+             slurm_folder: Path | None = None) -> tuple[dict, dict]:
     """Run every job; return ``({name: ledger}, {name: "ErrorType: message"})``.
 
     ``local`` runs the jobs here one after another (``parallel`` = 1) or ``parallel`` at a
     time in worker processes with the cores split between them; ``ray`` submits one task
     per job with ``resources`` (e.g. ``{"CPU": 4, "GPU": 1}``) to the cluster at
-    ``address``, or to a local Ray started for the occasion. ``threads`` is the torch
-    thread count of each local job; a Ray task uses as many threads as it has CPUs.
+    ``address``, or to a local Ray started for the occasion; ``slurm`` submits them as one
+    array job with the resources of ``slurm`` (``train.slurm``; logs in ``slurm_folder``,
+    see :mod:`xelm.train.slurm`). ``threads`` is the torch thread count of each local job;
+    a Ray task uses as many threads as it has CPUs, a SLURM task as its CPUs per process.
     """
     if launcher not in LAUNCHERS:
         raise ValueError(f"unknown launcher {launcher!r}; choose one of {', '.join(LAUNCHERS)}")
@@ -101,6 +104,10 @@ def run_jobs(jobs: list[TrainJob], launcher: str = "local", parallel: int = 1,
              ", ".join(job.name for job in todo))
     if launcher == "ray":
         outcomes = _run_ray(todo, resources or {"CPU": 1}, address)
+    elif launcher == "slurm":
+        from xelm.train.slurm import run_slurm
+
+        outcomes = run_slurm(todo, slurm, slurm_folder, threads)
     elif parallel > 1 and len(todo) > 1:
         outcomes = _run_processes(todo, parallel, threads)
     else:
@@ -116,7 +123,8 @@ def run_jobs(jobs: list[TrainJob], launcher: str = "local", parallel: int = 1,
     return {job.name: ledgers[job.name] for job in jobs if job.name in ledgers}, failed
 
 
-def _run_here(job: TrainJob, threads: int | None, progress: bool, launcher: str = "local") -> dict:
+def _run_here(job: TrainJob, threads: int | None, progress: bool, launcher: str = "local",
+              **extra) -> dict:
     """Train ``job`` in this process; an exception becomes ``{"error": ..., "traceback": ...}``."""
     import torch
 
@@ -127,7 +135,7 @@ def _run_here(job: TrainJob, threads: int | None, progress: bool, launcher: str 
     except Exception as exc:  # noqa: BLE001 - one job failing must not stop the others
         return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     return annotate(job.out_dir, ledger, launcher=launcher, host=socket.gethostname(),
-                    threads=torch.get_num_threads())
+                    threads=torch.get_num_threads(), **extra)
 
 
 def _subprocess_task(job: TrainJob, threads: int) -> dict:
