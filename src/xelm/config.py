@@ -277,9 +277,9 @@ class AllocateConfig(_Section):
     groups: dict[str, list[str]] | None = None
     """explicit expert groups {name: [languages]} (overrides the method)"""
     features: str = "syntax_average"
-    """lang2vec feature set for typology"""
+    """URIEL feature set for typology (lang2vec's names; the *_knn sets need xelm[lang2vec])"""
     features_file: str | None = None
-    """a CSV of typology features (language,<features>...) instead of lang2vec"""
+    """a CSV of typology features (language,<features>...) instead of URIEL"""
     linkage: Literal["paper", "average", "complete", "single", "ward"] = "paper"
     """clustering of the typology tree: paper (the paper's pairs) | average | complete | single | ward"""
     fit_docs: PositiveInt = 20_000
