@@ -81,8 +81,9 @@ def test_reorderings_keep_the_words_and_edits_change_one_word(built):
                 (a, b), = diff
                 if phenomenon == "agreement":
                     assert a in verbs and b in verbs
-                elif phenomenon == "case":
-                    assert a in acc and b in nom and a != b
+                elif phenomenon == "case":  # the object unmarked, or the subject marked
+                    marked = (a, b) if r["case_role"] == "obj" else (b, a)
+                    assert marked[0] in acc and marked[1] in nom and a != b
                 elif phenomenon == "affix_position":
                     assert a in verbs and b not in verbs
                 else:  # a foreign root: not a word of this language
@@ -134,6 +135,13 @@ def test_good_sentences_parse_as_the_generators_clauses_and_bad_ones_do_not(buil
             assert _parses(lang, [r["good"] for r in rows]) > 0.99, (lang.code, phenomenon)
             bad = [r["bad"] for r in rows]
             assert _parses(lang, bad, strict=True) < 0.05, (lang.code, phenomenon)
+
+
+def test_case_pairs_are_balanced_in_length(built):
+    pairs, _ = built
+    rows = [r for per in pairs.values() for r in per.get("case", [])]
+    longer = sum(len(r["bad"]) > len(r["good"]) for r in rows) / len(rows)
+    assert 0.35 < longer < 0.65 and {r["case_role"] for r in rows} == {"obj", "subj"}
 
 
 def test_pairs_are_seeded():

@@ -11,7 +11,9 @@ give the well-formed one the higher probability. Phenomena:
 ``adjective_order``   an adjective on the other side of its noun (AN <-> NA)
 ``agreement``         the verb in the other number than its subject (languages that mark
                       the verb for number and show plural on nouns; half the subjects plural)
-``case``              the object without its accusative case (languages with case marking)
+``case``              the object without its accusative case, or (half the pairs, so that
+                      the bad sentence is as often longer as shorter) the subject with it
+                      (languages with case marking)
 ``affix_position``    the verb's affixes on the wrong side of its stem (suffixing <-> prefixing)
 ``lexical_related``   the subject noun's root replaced by the same concept's root in a
                       related language (same family), inflected and written as in this one
@@ -169,17 +171,20 @@ def sample_clause(d: _Draw, phenomenon: str) -> Clause:
 
 
 def clause_words(g: Grammar, c: Clause, change: str | None = None, *,
-                 order: str | None = None, root: str | None = None) -> list[tuple[str, str]]:
+                 order: str | None = None, root: str | None = None,
+                 case_role: str = "obj") -> list[tuple[str, str]]:
     """``(word form, role)`` of each word of ``c`` in ``g``'s language, or with the one
     ``change`` (a phenomenon): ``order`` for word_order, the foreign ``root`` for the
-    lexical ones. Roles: D(eterminer), A(djective), N(oun), P (adposition), V(erb), NEG;
+    lexical ones, ``case_role`` (``obj``: unmarked, ``subj``: accusative) for case. Roles: D(eterminer), A(djective), N(oun), P (adposition), V(erb), NEG;
     a moved adjective or adposition is ``A*`` or ``P*``."""
     lang = g.lang
 
     def phrase(p: Phrase | None, role: str) -> list[tuple[str, str]]:
         if p is None:
             return []
-        case = "nom" if change == "case" and role == "obj" else p.case
+        case = p.case
+        if change == "case" and role == case_role:
+            case = "nom" if role == "obj" else "acc"
         lexical = change in ("lexical_related", "lexical_unrelated") and role == "subj"
         words = [(g.noun(p.noun, case, p.plural, root=root if lexical else None), "N")]
         if p.adj is not None:
@@ -262,6 +267,8 @@ def _one_pair(g: Grammar, d: _Draw, phenomenon: str, donors: list[Grammar]) -> d
         if detail["root"] in g.known_roots or foreign in g.known_forms:
             return None  # its own root, or a word of the language
         detail["donor"] = donor.lang.code
+    elif phenomenon == "case":
+        detail["case_role"] = "subj" if d.p(0.5) else "obj"
     elif phenomenon == "affix_position":
         inflection = "prefixing" if g.lang.inflection == "suffixing" else "suffixing"
         plural = c.subject.plural
@@ -269,7 +276,8 @@ def _one_pair(g: Grammar, d: _Draw, phenomenon: str, donors: list[Grammar]) -> d
             return None  # the misplaced affixes happen to spell another word
     good = render(g, c)
     bad_words = clause_words(g, c, phenomenon, order=detail.get("order"),
-                             root=detail.pop("root", None))
+                             root=detail.pop("root", None),
+                             case_role=detail.get("case_role", "obj"))
     bad = g.sentence([w for w, _ in bad_words])
     order_change = phenomenon in ("word_order", "adposition", "adjective_order")
     if good == bad or (order_change and reads_as_grammatical(g.lang, bad_words)):
