@@ -137,3 +137,22 @@ def test_two_processes_per_job_train_with_ddp(tmp_path):
     state = read_json(job.out_dir / "train_state.json")
     assert state["processes"] == 2 and state["steps"] == 6 and state["sharding"] == "ddp"
     assert state["tokens"] == state["budget_tokens"] == 12 * 64
+
+
+@pytest.mark.slow
+def test_xelm_train_runs_each_round_as_one_array_job(tmp_path):
+    from xelm.cli import main
+    from xelm_testing import tiny_args
+
+    out = tmp_path / "run"
+    args = tiny_args(out, "train.launcher=slurm", "train.slurm.cluster=local",
+                     "train.slurm.cpus_per_job=1")
+    for stage in ("prepare", "seed", "allocate", "train"):
+        assert main([stage, *args]) == 0, stage
+    ids = set()
+    for job in ("dense", "experts/e0", "experts/e1"):
+        state = read_json(out / job / "train_state.json")
+        assert state["launcher"] == "slurm" and state["threads"] == 1
+        ids.add(state["slurm_job_id"])
+    assert len(ids) == 3 and (out / "slurm").is_dir()          # logs in RUN/slurm
+    assert [e["name"] for e in read_json(out / "xelm.json")["experts"]] == ["e0", "e1"]
