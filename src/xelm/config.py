@@ -105,6 +105,8 @@ class CorpusConfig(_Section):
     # the seed of the split (default: random_seed); fix it to compare seeds on one test set
     split_seed: int | None = None
     """seed of the held-out split (default: random_seed); fix it to compare seeds on one test set"""
+    num_proc: PositiveInt | None = None
+    """processes that tokenise the corpus in prepare (default: one per 8 MB of text, at most the cores); outputs do not depend on it"""
     synthetic: SyntheticConfig = SyntheticConfig()
     """the synthetic corpus (source: synthetic)"""
     hf: HFDatasetConfig = HFDatasetConfig()

@@ -23,34 +23,21 @@ SPLITS = ("train", "valid", "test")
 
 # --------------------------------------------------------------------------- prepare
 def prepare(cfg: Config, rd: RunDir) -> dict:
-    """Corpus -> splits -> tokenizer -> packed token shards (``data/prepare.json``)."""
+    """Corpus -> splits -> tokenizer -> packed token shards (``data/prepare.json``).
+
+    Streamed, on ``corpus.num_proc`` processes, and resumable after a kill at any point
+    (:mod:`xelm.data.prepare`); the files are those of reading everything into memory.
+    """
     done = rd.data / "prepare.json"
     if done.is_file():
         return read_json(done)
-    from xelm.data import packing, readers, tokenizer
+    from xelm.data.prepare import TokenizerPlan, prepare_corpus
 
-    synthetic_dir = _synthetic_dir(cfg, rd)
-    if cfg.corpus.split == "by_key":
-        corpus, keys = readers.read_keyed_corpus(cfg.corpus, synthetic_dir=synthetic_dir)
-    else:
-        corpus, keys = readers.read_corpus(cfg.corpus, synthetic_dir=synthetic_dir), None
-    splits = _split(cfg, rd, corpus, keys)
-    for lang, parts in splits.items():
-        for split, docs in parts.items():
-            _write_lines(rd.data / "text" / f"{lang}.{split}.txt", docs)
-    train_docs = {lang: parts["train"] for lang, parts in splits.items()}
-    if cfg.model.base:
-        tok = tokenizer.import_tokenizer(cfg.model.base, rd.tokenizer, cfg.model.trust_remote_code)
-    else:
-        tok = tokenizer.train_bpe(train_docs, cfg.tokenizer.vocab_size,
-                                  cfg.tokenizer.sample_bytes_per_language, rd.tokenizer)
-    stats = {lang: {split: packing.write_shard(packing.shard_path(rd.data, lang, split), tok, docs)
-                    for split, docs in parts.items()} for lang, parts in splits.items()}
-    info = {"languages": list(corpus), "vocab_size": len(tok),
-            "dtype": packing.token_dtype(len(tok)).name, "stats": stats}
-    write_json(done, info)
-    log.info("prepared %d languages: %s", len(corpus), ", ".join(corpus))
-    return info
+    plan = TokenizerPlan(base=cfg.model.base, trust_remote_code=cfg.model.trust_remote_code,
+                         vocab_size=cfg.tokenizer.vocab_size,
+                         sample_bytes_per_language=cfg.tokenizer.sample_bytes_per_language)
+    return prepare_corpus(cfg.corpus, rd.data, seed=split_seed(cfg), tokenizer=plan,
+                          synthetic_dir=_synthetic_dir(cfg, rd), workers=cfg.corpus.num_proc)
 
 
 def _synthetic_dir(cfg: Config, rd: RunDir) -> Path | None:
@@ -65,34 +52,10 @@ def _synthetic_dir(cfg: Config, rd: RunDir) -> Path | None:
     return out
 
 
-def _split(cfg: Config, rd: RunDir, corpus: dict[str, list[str]],
-           keys: dict[str, list[str] | None] | None) -> dict[str, dict[str, list[str]]]:
-    """Each language's documents by split; ``by_key`` also writes ``data/held_out_keys.json``
-    (the valid and test keys, drawn once for all languages)."""
-    from xelm.data.split import split_by_key, split_documents
-
-    c = cfg.corpus
-    if c.split == "by_key":
-        idx, held = split_by_key(corpus, keys or {}, c.valid_fraction, c.test_fraction,
-                                 split_seed(cfg))
-        write_json(rd.data / "held_out_keys.json", held)
-    else:
-        idx = {lang: split_documents(docs, c.valid_fraction, c.test_fraction, split_seed(cfg),
-                                     c.split, language=lang) for lang, docs in corpus.items()}
-    return {lang: {split: [docs[i] for i in idx[lang][split]] for split in SPLITS}
-            for lang, docs in corpus.items()}
-
-
 def split_seed(cfg: Config) -> int:
     """The seed of the held-out split: ``corpus.split_seed``, else ``random_seed``."""
     seed = cfg.corpus.split_seed
     return cfg.random_seed if seed is None else seed
-
-
-def _write_lines(path: Path, docs: list[str]) -> None:
-    from xelm.io import atomic_write_text
-
-    atomic_write_text(path, "".join(d + "\n" for d in docs))
 
 
 def read_lines(path: Path) -> list[str]:
@@ -262,31 +225,30 @@ def _features_file(cfg: Config, rd: RunDir) -> str | None:
 
 
 def _allocate_tfidf(cfg: Config, rd: RunDir, languages: list[str]) -> dict:
-    """Cluster the training documents; each cluster's shard reuses the packed tokens."""
+    """Cluster the training documents; each cluster's shard reuses the packed tokens.
+
+    Streamed (:func:`xelm.allocate.tfidf.allocate_tfidf_stream`): the router is fitted on
+    ``allocate.fit_docs`` documents, the others are read and routed in batches, and the
+    cluster shards are copied from the language shards a block of documents at a time.
+    """
     from xelm.allocate import allocation as al
-    from xelm.allocate.tfidf import allocate_tfidf
-    from xelm.data.packing import Shard, shard_path, write_tokens
+    from xelm.allocate.tfidf import allocate_tfidf_stream
+    from xelm.data.packing import Shard, regroup, shard_path, text_batches
 
     dtype = read_json(rd.data / "prepare.json")["dtype"]
-    texts, langs, tokens, nbytes = [], [], [], []
-    for lang in languages:
-        docs = read_lines(rd.data / "text" / f"{lang}.train.txt")
-        ids, sizes = Shard(shard_path(rd.data, lang, "train"), dtype).split_documents()
-        texts += docs
-        langs += [lang] * len(docs)
-        tokens += ids
-        nbytes += list(sizes)
-    counts = np.array([len(ids) for ids in tokens])
+    shards = [Shard(shard_path(rd.data, lang, "train"), dtype) for lang in languages]
+    ends = [shard.documents[:, 0] for shard in shards]
+    counts = np.concatenate([np.diff(e, prepend=0) for e in ends])
+    langs = [lang for lang, e in zip(languages, ends) for _ in range(len(e))]
+    texts = [rd.data / "text" / f"{lang}.train.txt" for lang in languages]
     a = cfg.allocate
-    assign, router = allocate_tfidf(texts, counts, a.experts, fit_docs=a.fit_docs,
-                                    seed=cfg.random_seed, analyzer=a.analyzer,
-                                    ngram_range=tuple(a.ngram_range), max_features=a.max_features)
+    assign, router = allocate_tfidf_stream(
+        lambda: text_batches(texts), counts, a.experts, fit_docs=a.fit_docs,
+        seed=cfg.random_seed, analyzer=a.analyzer, ngram_range=tuple(a.ngram_range),
+        max_features=a.max_features)
     router.save(rd.root / "router")
     result = al.from_clusters(assign, langs, counts, a.experts)
-    for i, name in enumerate(result["experts"]):
-        mine = np.flatnonzero(assign == i)
-        write_tokens(al.cluster_shard(rd.data, name), [tokens[j] for j in mine],
-                     [nbytes[j] for j in mine], dtype)
+    regroup(shards, assign, [al.cluster_shard(rd.data, name) for name in result["experts"]])
     result["router"] = "router"
     return result
 

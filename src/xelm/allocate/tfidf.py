@@ -3,20 +3,22 @@
 Every cluster (expert) gets the same share of training tokens, within ``tolerance``
 (default 5%), enforced when documents are assigned rather than hoped for: each Lloyd step
 assigns documents greedily, the most decided first, to their nearest cluster with room
-left, then repairs any cluster left short (see :func:`balanced_assign`).
+left, then repairs any cluster left short (:mod:`xelm.allocate.balance`).
 
 The fitted :class:`TfidfRouter` (vocabulary, idf, centroids, options) is saved as JSON +
 NPZ, never pickled, and routes new text by squared Euclidean distance between L2-normalised
 TF-IDF vectors and L2-normalised centroids (``d^2 = 2 - 2 cos``, so ``d^2`` is in [0, 2]).
-The vectorizer is fitted on a sample (``fit_docs``); the remaining documents are
-vectorised in batches and only their ``[n, k]`` distances are kept, so the corpus never
-has to fit in memory as a matrix.
+The vectorizer is fitted on a sample (``fit_docs``); the remaining documents are read
+and vectorised in batches (:func:`allocate_tfidf_stream`), so neither the corpus nor
+its matrix is ever held whole; big corpora are balanced in bounded groups.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -25,10 +27,12 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from xelm.allocate.balance import HEADROOM, balanced_assign  # noqa: F401  (re-exported)
+
 FORMAT = "xelm-tfidf-router/1"
+GROUP_DOCS = 500_000  # documents balanced at once by allocate_tfidf_stream
 VECTORIZER_OPTIONS = ("analyzer", "ngram_range", "max_features", "sublinear_tf", "lowercase",
                       "min_df", "max_df", "strip_accents")
-HEADROOM = 0.9  # balanced_assign aims inside this fraction of the tolerance
 
 
 def estimate_tokens(texts: Sequence[str]) -> np.ndarray:
@@ -37,66 +41,6 @@ def estimate_tokens(texts: Sequence[str]) -> np.ndarray:
     A stand-in when no tokenizer is at hand; pass real counts when you have them.
     """
     return np.array([max(1, math.ceil(len(text) / 4)) for text in texts], dtype=np.int64)
-
-
-# --------------------------------------------------------------------------- assignment
-
-
-def balanced_assign(distances: np.ndarray, weights: np.ndarray,
-                    tolerance: float = 0.05) -> np.ndarray:
-    """Cluster id per row of ``distances [n, k]`` with every cluster's weight near total/k.
-
-    Rows are taken in order of regret (second-nearest minus nearest distance, largest
-    first) and each goes to its nearest cluster whose load stays within
-    ``share * (1 + tolerance)``; clusters then left below ``share * (1 - tolerance)`` take
-    the documents that are cheapest to move from clusters that can spare them.
-
-    The bounds use 90% of ``tolerance`` (``HEADROOM``), so shares recomputed elsewhere
-    (other rounding, a few tokens more or less) still land inside ``tolerance``.
-
-    Guarantee: every cluster ends within ``0.9 * tolerance`` of the equal share whenever
-    every weight is at most ``0.9 * tolerance * share``. Heavier documents are placed best
-    effort; a document heavier than a whole share necessarily overfills its cluster.
-    """
-    d = np.asarray(distances, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)
-    if d.ndim != 2 or w.shape != (d.shape[0],):
-        raise ValueError(f"distances {d.shape} and weights {w.shape} do not match")
-    if (w < 0).any() or not 0 <= tolerance < 1:
-        raise ValueError("weights must be >= 0 and 0 <= tolerance < 1")
-    n, k = d.shape
-    share = w.sum() / k
-    high, low = share * (1 + HEADROOM * tolerance), share * (1 - HEADROOM * tolerance)
-    preference = np.argsort(d, axis=1, kind="stable")
-    ranked = np.take_along_axis(d, preference, axis=1)
-    regret = ranked[:, 1] - ranked[:, 0] if k > 1 else np.zeros(n)
-    order = np.lexsort((-w, -regret))  # most decided first; heavier first among ties
-    assign = np.empty(n, dtype=np.int64)
-    load = np.zeros(k)
-    for i in order:
-        room = load[preference[i]] + w[i] <= high
-        c = preference[i][np.argmax(room)] if room.any() else int(np.argmin(load))
-        assign[i] = c
-        load[c] += w[i]
-    _fill_short_clusters(d, w, assign, load, low, high)
-    return assign
-
-
-def _fill_short_clusters(d, w, assign, load, low, high) -> None:
-    """Move the cheapest documents into clusters below ``low`` (in place)."""
-    for _ in range(d.shape[1]):
-        short = np.flatnonzero(load < low)
-        if short.size == 0:
-            return
-        for u in short[np.argsort(load[short])]:
-            cost = d[:, u] - d[np.arange(len(w)), assign]
-            for i in np.argsort(cost, kind="stable"):
-                if load[u] >= low:
-                    break
-                src = assign[i]
-                if src == u or load[src] - w[i] < low or load[u] + w[i] > high:
-                    continue
-                assign[i], load[src], load[u] = u, load[src] - w[i], load[u] + w[i]
 
 
 # --------------------------------------------------------------------------- router
@@ -354,24 +298,102 @@ def allocate_tfidf(texts: Sequence[str], token_counts: np.ndarray | None, k: int
 
     The router is fitted on ``fit_docs`` texts drawn with ``seed``; the others are routed
     in batches of ``batch_size`` (with a progress bar); the final balanced assignment is
-    made over all texts at once from their ``[n, k]`` distances.
+    made over all texts at once from their ``[n, k]`` distances. For a corpus read from
+    files, :func:`allocate_tfidf_stream` does the same without holding it.
     """
-    n = len(texts)
-    _check_k(k, n)
     weights = estimate_tokens(texts) if token_counts is None else np.asarray(token_counts)
-    if weights.shape != (n,):
-        raise ValueError(f"token_counts has shape {weights.shape}, expected ({n},)")
+    if weights.shape != (len(texts),):
+        raise ValueError(f"token_counts has shape {weights.shape}, expected ({len(texts)},)")
+    return allocate_tfidf_stream(lambda: [texts], weights, k, fit_docs=fit_docs, seed=seed,
+                                 iterations=iterations, restarts=restarts,
+                                 tolerance=tolerance, batch_size=batch_size,
+                                 progress=progress, group_docs=max(1, len(texts)),
+                                 **vectorizer_opts)
+
+
+def allocate_tfidf_stream(read: Callable[[], Iterable[Sequence[str]]],
+                          token_counts: np.ndarray, k: int, *, fit_docs: int = 20_000,
+                          seed: int = 0, iterations: int = 10, restarts: int = 3,
+                          tolerance: float = 0.05, batch_size: int = 2048,
+                          progress: bool = True, group_docs: int = GROUP_DOCS,
+                          **vectorizer_opts) -> tuple[np.ndarray, TfidfRouter]:
+    """:func:`allocate_tfidf` over a corpus read in batches, in bounded memory.
+
+    ``read()`` returns a fresh iterable of batches (lists of documents) covering the
+    corpus in order; it is called twice. First the ``fit_docs`` sampled documents (the
+    same draw as ``allocate_tfidf``) are kept and the router is fitted on them; then the
+    others are routed batch by batch (the sampled ones keep the distances of their fitted
+    vectors), into memory when ``n <= group_docs`` and else into a temporary file. The
+    balanced assignment takes at most ``group_docs`` documents at a time
+    (:func:`xelm.allocate.balance.balanced_assign_in_groups`): with ``n <= group_docs``
+    exactly ``allocate_tfidf``'s. Memory: the sample and its TF-IDF matrix, one batch,
+    and one group's distances with ``balanced_assign``'s buffers (about 200 bytes per
+    document and cluster).
+    """
+    from xelm.allocate.balance import balanced_assign_in_groups, file_rows
+
+    weights = np.asarray(token_counts)
+    n = len(weights)
+    _check_k(k, n)
     if fit_docs < k:
         raise ValueError(f"fit_docs={fit_docs} is smaller than k={k}")
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, fit_docs, replace=False)) if n > fit_docs else np.arange(n)
     router, vectors, _ = TfidfRouter._fit(
-        [texts[i] for i in sample], k, token_counts=weights[sample], seed=seed,
+        _pick(read(), sample, n), k, token_counts=weights[sample], seed=seed,
         iterations=iterations, restarts=restarts, tolerance=tolerance,
         **_vectorizer_opts(vectorizer_opts))
-    distances = np.empty((n, k))
-    distances[sample] = router._distances_of(vectors)
-    rest = np.setdiff1d(np.arange(n), sample)
-    if rest.size:
-        distances[rest] = router.distances([texts[i] for i in rest], batch_size, progress)
-    return balanced_assign(distances, weights, tolerance), router
+    fitted = router._distances_of(vectors)
+    del vectors
+    routed = _route(router, read(), sample, fitted, n, batch_size, progress)
+    if n <= group_docs:
+        distances = np.concatenate([block for block in routed])
+        return balanced_assign_in_groups(lambda g, m: distances, weights, tolerance,
+                                         group_docs), router
+    with tempfile.TemporaryFile(prefix="xelm-tfidf-") as spill:
+        for block in routed:
+            spill.write(np.ascontiguousarray(block, dtype=np.float64).data)
+        spill.flush()
+        return balanced_assign_in_groups(file_rows(spill, n, k), weights, tolerance,
+                                         group_docs), router
+
+
+def _pick(batches: Iterable[Sequence[str]], sample: np.ndarray, n: int) -> list[str]:
+    """The documents at the (sorted) ``sample`` indices, in order."""
+    picked: list[str] = []
+    start = 0
+    for batch in batches:
+        lo, hi = np.searchsorted(sample, [start, start + len(batch)])
+        picked += [batch[i - start] for i in sample[lo:hi].tolist()]
+        start += len(batch)
+    _check_read(start, n)
+    return picked
+
+
+def _route(router: TfidfRouter, batches: Iterable[Sequence[str]], sample: np.ndarray,
+           fitted: np.ndarray, n: int, batch_size: int, progress: bool):
+    """``[b, k]`` distances of consecutive documents, in order (the sample's: ``fitted``)."""
+    from tqdm.auto import tqdm
+
+    start = 0
+    with tqdm(total=n - len(sample), desc="tf-idf routing", unit="doc",
+              disable=not progress) as bar:
+        for batch in batches:
+            for s in range(0, len(batch), batch_size):
+                part = batch[s:s + batch_size]
+                lo, hi = np.searchsorted(sample, [start, start + len(part)])
+                mine = sample[lo:hi] - start
+                block = np.empty((len(part), router.k))
+                block[mine] = fitted[lo:hi]
+                rest = np.setdiff1d(np.arange(len(part)), mine)
+                if rest.size:
+                    block[rest] = router._distances_of(router.transform([part[i] for i in rest]))
+                    bar.update(rest.size)
+                yield block
+                start += len(part)
+    _check_read(start, n)
+
+
+def _check_read(found: int, n: int) -> None:
+    if found != n:
+        raise ValueError(f"read {found} documents, but there are {n} token counts")

@@ -186,3 +186,123 @@ def _empty_split(lang: str, split: str, own: int, drawn: int, universe: int) -> 
     return (f"corpus.split by_key: language {lang} has no {split} document: none of its {own} "
             f"distinct keys is among the {drawn} {split} keys drawn from the {universe} keys "
             f"of all languages; raise corpus.{split}_fraction, or use corpus.split: random")
+
+
+# --------------------------------------------------------------------------- streaming
+# ``prepare`` never holds a language's documents: it counts them (and collects their
+# keys) in a first pass, decides every document's split as one byte per document, and
+# routes each document by that label in the second pass. The labels are exactly the
+# indices the functions above return.
+
+LABEL = {split: i for i, split in enumerate(SPLITS)}  # train 0, valid 1, test 2
+
+
+def split_labels(count: int, valid_fraction: float, test_fraction: float, seed: int,
+                 method: str = "random", *, language: str = "?") -> np.ndarray:
+    """Each of ``count`` documents' split (``LABEL``) as :func:`split_documents` decides it
+    for 'random' and 'every_nth' (by_key needs the keys: :class:`KeyedSplit`).
+
+    Memory: one byte per document, and 8 while 'random' draws its permutation.
+    """
+    _check_count(count, language)
+    _check_fractions(valid_fraction, test_fraction)
+    labels = np.zeros(count, dtype=np.uint8)
+    if method == "random":
+        order = np.random.default_rng(seed).permutation(count)
+        n_valid, n_test = _held_out_counts(count, valid_fraction, test_fraction)
+        labels[order[:n_test]] = LABEL["test"]
+        labels[order[n_test:n_test + n_valid]] = LABEL["valid"]
+    elif method == "every_nth":
+        period = min(max(3, round(1 / test_fraction)), count)
+        per_period = min(max(1, round(valid_fraction * period)), period - 2)
+        phase = np.arange(count) % period
+        labels[phase < per_period] = LABEL["valid"]
+        labels[phase == period - 1] = LABEL["test"]
+    else:
+        raise ValueError(f"split_labels does not do {method!r}: use 'random' or 'every_nth' "
+                         "(by_key: KeyedSplit)")
+    return labels
+
+
+def text_rank(seed: int, text: str) -> int:
+    """:func:`held_out_keys`' rank of a key (here a document's text) as an integer: the
+    BLAKE2b digest read big-endian, so integers sort as the digests do."""
+    return int.from_bytes(_rank(seed, text), "big")
+
+
+class KeyedSplit:
+    """``split: by_key`` over streams: keys are collected language by language (first
+    pass), then every document's label is decided at once (:meth:`labels`).
+
+    The result is :func:`split_by_key`'s: the held-out keys are drawn once from the union
+    of all keyed languages' distinct keys (:func:`held_out_keys`), and a language without
+    keys is split by its documents' text. For those, each document is kept as its 64-bit
+    text rank (:func:`text_rank`), not its text: the split is the same unless two distinct
+    texts of one language share a 64-bit digest (odds about n^2 / 2^65). Memory: the
+    distinct keys, plus 8 bytes per document.
+    """
+
+    def __init__(self, valid_fraction: float, test_fraction: float, seed: int):
+        _check_fractions(valid_fraction, test_fraction)
+        self.valid_fraction, self.test_fraction, self.seed = valid_fraction, test_fraction, seed
+        self._ids: dict[str, int] = {}  # every keyed language's distinct keys
+        self._docs: dict[str, tuple[str, np.ndarray]] = {}  # lang -> ("keys"|"text", per doc)
+
+    def key_id(self, key: str) -> int:
+        """A number for ``key``, the same in every language (keys are held once)."""
+        return self._ids.setdefault(key, len(self._ids))
+
+    def add_keys(self, lang: str, key_ids: Iterable[int]) -> None:
+        """A keyed language: its documents' :meth:`key_id`, in document order."""
+        self._docs[lang] = ("keys", np.fromiter(key_ids, dtype=np.int64))
+
+    def add_text_ranks(self, lang: str, ranks: Iterable[int]) -> None:
+        """A language without keys: its documents' :func:`text_rank`, in document order."""
+        self._docs[lang] = ("text", np.fromiter(ranks, dtype=np.uint64))
+
+    def labels(self) -> tuple[dict[str, np.ndarray], dict]:
+        """``({lang: labels}, record)``, the record as :func:`split_by_key` returns it."""
+        for lang, (_, per_doc) in self._docs.items():
+            _check_count(len(per_doc), lang)
+        universe = list(self._ids)
+        keyed = [lang for lang, (kind, _) in self._docs.items() if kind == "keys"]
+        held = (held_out_keys(universe, self.valid_fraction, self.test_fraction, self.seed)
+                if keyed else {"valid": [], "test": []})
+        side = np.zeros(len(universe), dtype=np.uint8)
+        for split in ("valid", "test"):
+            side[[self._ids[key] for key in held[split]]] = LABEL[split]
+        out = {}
+        for lang, (kind, per_doc) in self._docs.items():
+            if kind == "keys":
+                out[lang] = side[per_doc]
+                _check_sides(out[lang], lang, len(np.unique(per_doc)), held, len(universe))
+            else:
+                out[lang] = self._by_text(lang, per_doc)
+        record = {"method": "by_key", "seed": self.seed, "valid_fraction": self.valid_fraction,
+                  "test_fraction": self.test_fraction, "keys": len(universe), **held,
+                  "by_text": [lang for lang in self._docs if lang not in keyed]}
+        return out, record
+
+    def _by_text(self, lang: str, ranks: np.ndarray) -> np.ndarray:
+        distinct = np.unique(ranks)  # sorted: the order held_out_keys ranks the texts in
+        if len(distinct) < 3:
+            raise CorpusError(f"corpus.split by_key needs at least 3 distinct document keys "
+                              f"(for train, valid and test); found {len(distinct)}")
+        n_valid, n_test = _held_out_counts(len(distinct), self.valid_fraction,
+                                           self.test_fraction)
+        labels = np.zeros(len(ranks), dtype=np.uint8)
+        labels[ranks <= distinct[n_test + n_valid - 1]] = LABEL["valid"]
+        labels[ranks <= distinct[n_test - 1]] = LABEL["test"]
+        counts = {"valid": n_valid, "test": n_test}
+        _check_sides(labels, lang, len(distinct), counts, len(distinct))
+        return labels
+
+
+def _check_sides(labels: np.ndarray, lang: str, own: int, held: dict, universe: int) -> None:
+    """:func:`_assign`'s check: every split of a language must get a document."""
+    present = np.bincount(labels, minlength=len(SPLITS))
+    for split in SPLITS:
+        if not present[LABEL[split]]:
+            drawn = held.get(split, 0)
+            drawn = drawn if isinstance(drawn, int) else len(drawn)
+            raise CorpusError(_empty_split(lang, split, own, drawn, universe))

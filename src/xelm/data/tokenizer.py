@@ -10,6 +10,7 @@ languages from being split into many more tokens per byte than large ones.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -18,20 +19,30 @@ EOS = "<|endoftext|>"
 PAD = "<pad>"
 
 
-def balanced_sample(corpus: dict[str, list[str]], bytes_per_language: int):
-    """Yield documents, up to ``bytes_per_language`` UTF-8 bytes from each language."""
+def balanced_sample(corpus: dict[str, Iterable[str]], bytes_per_language: int):
+    """Yield documents, up to ``bytes_per_language`` UTF-8 bytes from each language.
+
+    Each language's documents may be a stream: it is read only as far as the sample goes,
+    then closed, so the sample (not the corpus) bounds what is read and held.
+    """
     for docs in corpus.values():
         used = 0
-        for doc in docs:
-            if used >= bytes_per_language:
-                break
-            used += len(doc.encode("utf-8"))
-            yield doc
+        try:
+            for doc in docs:
+                if used >= bytes_per_language:
+                    break
+                used += len(doc.encode("utf-8"))
+                yield doc
+        finally:
+            close = getattr(docs, "close", None)
+            if close is not None:
+                close()
 
 
-def train_bpe(corpus: dict[str, list[str]], vocab_size: int, bytes_per_language: int,
+def train_bpe(corpus: dict[str, Iterable[str]], vocab_size: int, bytes_per_language: int,
               out_dir: str | Path):
-    """Train a byte-level BPE on a balanced sample; save it as an HF tokenizer folder."""
+    """Train a byte-level BPE on a balanced sample (:func:`balanced_sample`: each
+    language's documents may be a stream); save it as an HF tokenizer folder."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
