@@ -70,7 +70,8 @@ def _max_weight_gap(a: Path, b: Path) -> float:
 @pytest.mark.slow
 def test_fsdp_on_two_cpu_processes_gives_the_single_process_loss(tmp_path):
     shard = pattern_shard(tmp_path / "a.bin")
-    sharded = _validated(tmp_path, "fsdp", shard, batch_size=4, tokens=6 * 8 * 16, save_every=2)
+    sharded = _validated(tmp_path, "fsdp", shard, batch_size=4, tokens=6 * 8 * 16, save_every=2,
+                         grad_accum_steps=2)      # and each process accumulates 2 x 2 rows
     single = _validated(tmp_path, "single", shard, batch_size=8, tokens=6 * 8 * 16)
     _launch(tmp_path, sharded)
     with torch_threads(1):
