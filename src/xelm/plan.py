@@ -57,19 +57,26 @@ def _shape(cfg: Config, root: Path | None) -> dict:
             "flops_per_token": train_flops_per_token(model, cfg.model.context), "config": hf}
 
 
-def peak_memory_bytes(parameters: int, hf, batch: int, context: int) -> int:
+def peak_memory_bytes(parameters: int, hf, batch: int, context: int, micro_batches: int = 1,
+                      checkpointing: bool = False) -> int:
     """Training memory in fp32 with AdamW: weights, gradients and two moments (16 bytes a
-    parameter), the activations kept for the backward pass (about 34·d + 5·h·T bytes per
-    token and layer, doubled for fp32), the logits and their gradient, and the process
-    itself (torch and the libraries, about 0.5 GB)."""
+    parameter); AdamW's temporaries while it updates the largest tensor, the embedding (two
+    fp32 copies of vocab x d); the activations one micro-batch (``batch / micro_batches``
+    sequences, ``train.grad_accum_steps``) keeps for the backward pass: about 34·d + 5·h·T
+    bytes per token and layer, doubled for fp32, or with ``checkpointing`` only each layer's
+    input (4·d bytes per token and layer) plus one layer's full set while it is recomputed;
+    the micro-batch's logits, their log-softmax and gradient (3 x 4 bytes per token and
+    vocabulary entry); and the process itself (torch and the libraries, about 0.5 GB)."""
     d = getattr(hf, "hidden_size", None) or getattr(hf, "d_model", 0)
     layers = getattr(hf, "num_hidden_layers", None) or getattr(hf, "num_layers", 0)
     heads = getattr(hf, "num_attention_heads", None) or getattr(hf, "attention_heads", 1)
     vocab = hf.vocab_size
-    tokens = batch * context
-    activations = 2 * layers * tokens * (34 * d + 5 * heads * context)
+    tokens = max(1, batch // max(1, micro_batches)) * context
+    one_layer = 2 * tokens * (34 * d + 5 * heads * context)
+    activations = layers * 4 * tokens * d + one_layer if checkpointing else layers * one_layer
     logits = 3 * 4 * tokens * vocab
-    return int(16 * parameters + activations + logits + 0.5 * 2**30)
+    optimizer_temporaries = 2 * 4 * vocab * d
+    return int(16 * parameters + optimizer_temporaries + activations + logits + 0.5 * 2**30)
 
 
 def _measure_step_seconds(cfg: Config, hf, batch: int, steps: int = 3) -> float:
