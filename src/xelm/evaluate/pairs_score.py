@@ -17,12 +17,14 @@ from pathlib import Path
 log = logging.getLogger("xelm")
 
 Z95 = 1.959964
-# label-free methods of results.json -> the lm-eval model's method. With no preceding
-# block (every pair is scored as a document start), ensemble_posterior_context is
-# ensemble_posterior; the TF-IDF routers have no lm-eval counterpart.
+# label-free methods of results.json -> the lm-eval model's method on minimal pairs.
+# Every pair is scored as a document start, after an empty context: with no preceding
+# block, ensemble_posterior_context is ensemble_posterior, and top1_langid (which reads
+# only the context) falls back to ensemble_posterior on every pair. The TF-IDF routers
+# have no lm-eval counterpart.
 LABEL_FREE = {"xelm_ensemble_posterior": "ensemble_posterior",
               "xelm_ensemble_posterior_context": "ensemble_posterior",
-              "xelm_top1_langid": "top1_langid", "xelm_ensemble": "ensemble",
+              "xelm_top1_langid": "ensemble_posterior", "xelm_ensemble": "ensemble",
               "xelm_product_of_experts": "product_of_experts"}
 
 
