@@ -139,3 +139,55 @@ def test_model_info_records_the_prompt(setup):
     assert info["xelm_route"] == "source" and info["xelm_test_lang"] == "qa1"
     with pytest.raises(ValueError, match="route=source needs source_lang"):
         XelmLM(run=str(setup.run), expert_set=setup.experts, route="source", lang="qa1")
+
+
+def test_hub_task_families_get_source_language_demonstrations(setup, tmp_path):
+    """write_hub_crosslingual_tasks on lm-eval's own xnli/xstorycloze YAMLs (written, not
+    loaded: that needs the hub), and end to end on local stand-ins of the same layout."""
+    from lm_eval.tasks import TaskManager
+
+    from xelm.evaluate.crosslingual import write_hub_crosslingual_tasks
+
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    got = write_hub_crosslingual_tasks(hub, "xnli", "en", ["en", "de", "sw"])
+    assert got == {"group": "xnli_x_en", "tasks": {"de": "xnli_x_en_de", "sw": "xnli_x_en_sw"}}
+    config = yaml.safe_load((hub / "xnli_x_en_de.yaml").read_text().replace("!function", ""))
+    assert config["include"].endswith("xnli/xnli_de.yaml")
+    assert config["dataset_kwargs"]["source"] == {"path": "facebook/xnli", "name": "en",
+                                                  "data_files": None, "split": "train"}
+    assert config["dataset_kwargs"]["target"]["split"] == "validation"
+    with pytest.raises(ValueError, match="no xstorycloze task for 'xx'"):
+        write_hub_crosslingual_tasks(hub, "xstorycloze", "en", ["xx"])
+
+    templates, out = tmp_path / "templates", tmp_path / "out"
+    templates.mkdir()
+    out.mkdir()
+    data = setup.root / "tasks" / "data"
+    for lang, train, held in (("qa0", "qa0.fewshot", "qa0.test"), ("qa1", "qa1.fewshot",
+                                                                     "qa1.test")):
+        (templates / f"default_{lang}.yaml").write_text(yaml.safe_dump({
+            "task": f"xstorycloze_{lang}", "dataset_path": "json",
+            "dataset_kwargs": {"data_files": {"train": str(data / f"{train}.jsonl"),
+                                              "eval": str(data / f"{held}.jsonl")}},
+            "output_type": "multiple_choice", "training_split": "train",
+            "validation_split": "eval", "doc_to_text": "{{context}}",
+            "doc_to_target": "label", "doc_to_choice": "{{choices}}",
+            "metric_list": [{"metric": "acc"}]}))
+    write_hub_crosslingual_tasks(out, "xstorycloze", "qa0", ["qa1"], templates=templates)
+    import lm_eval
+
+    res = lm_eval.simple_evaluate(
+        model="xelm", model_args=f"run={setup.run},route=source,source_lang=qa0,lang=qa1",
+        tasks=["xstorycloze_x_qa0_qa1"], num_fewshot=2, bootstrap_iters=0, batch_size=4,
+        task_manager=TaskManager(include_path=str(out), include_defaults=False),
+        device="cpu", log_samples=True)
+    samples = res["samples"]["xstorycloze_x_qa0_qa1"]
+    assert len(samples) == setup.summary["n_examples"]["qa1"]
+    for sample in samples:
+        demos, item = sample["arguments"][0][0].rsplit("\n\n", 1)
+        assert _words(demos) and _words(demos) <= set(WORDS["qa0"])
+        assert _words(item) <= set(WORDS["qa1"])
+        got = [resp[0] for resp in sample["filtered_resps"]]
+        assert got == pytest.approx(_direct(setup, sample, method="top1", expert="e0"),
+                                    abs=1e-4)
