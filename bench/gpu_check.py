@@ -250,7 +250,8 @@ def part_generate(s: dict, experts: dict, device, sync) -> dict:
             "ok": bool(torch.equal(out["top1"], own))}  # top-1 is the expert's own generate()
 
 
-def run(smoke: bool, work: Path, parts: list[str]) -> dict:
+def run(smoke: bool, work: Path, parts: list[str], save=lambda report: None) -> dict:
+    """Every part in turn; ``save(report)`` after each, so a time limit keeps what ran."""
     import torch
 
     s = settings(smoke)
@@ -285,9 +286,12 @@ def run(smoke: bool, work: Path, parts: list[str]) -> dict:
         results[part]["part_wall_s"] = round(time.perf_counter() - t0, 1)
         print(f"{part}: {json.dumps({k: v for k, v in results[part].items() if k != 'traceback'})}",
               flush=True)
-    return {"device": info, "smoke": smoke, "settings": {k: v for k, v in s.items() if k != "shape"},
-            "shape": s["shape"], "results": results,
-            "ok": all(r.get("ok", "skipped" in r) for r in results.values())}
+        report = {"device": info, "smoke": smoke, "shape": s["shape"],
+                  "settings": {k: v for k, v in s.items() if k != "shape"}, "results": results,
+                  "parts_done": len(results), "parts_asked": len(parts),
+                  "ok": all(r.get("ok", "skipped" in r) for r in results.values())}
+        save(report)
+    return report
 
 
 PARTS = ("train", "fsdp", "ddp", "ensemble", "generate")
@@ -302,24 +306,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     parts = [p for p in args.parts.split(",") if p]
     unknown = sorted(set(parts) - set(PARTS))
-    if unknown:
+    if unknown or not parts:
         parser.error(f"unknown part(s) {unknown}; choose from {', '.join(PARTS)}")
     import torch
     import transformers
 
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="xelm-gpu-") as tmp:
-        report = run(args.smoke, Path(tmp), parts)
-    report.update({"command": "bash bench/gpu.sh" if not args.smoke else
-                   "python bench/gpu_check.py --smoke",
-                   "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                   "torch": torch.__version__, "transformers": transformers.__version__,
-                   "wall_s": round(time.perf_counter() - t0, 1), "host": socket.gethostname(),
-                   "threads": torch.get_num_threads(), "cpus": os.cpu_count()})
     name = "gpu-smoke.json" if args.smoke else "gpu.json"
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+
+    def save(report: dict) -> None:
+        report.update({"command": "bash bench/gpu.sh" if not args.smoke else
+                       "python bench/gpu_check.py --smoke",
+                       "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                       "torch": torch.__version__, "transformers": transformers.__version__,
+                       "wall_s": round(time.perf_counter() - t0, 1), "host": socket.gethostname(),
+                       "threads": torch.get_num_threads(), "cpus": os.cpu_count()})
+        out.write_text(json.dumps(report, indent=2) + "\n")
+
+    with tempfile.TemporaryDirectory(prefix="xelm-gpu-") as tmp:
+        report = run(args.smoke, Path(tmp), parts, save)
     failed = [k for k, r in report["results"].items() if not r.get("ok", "skipped" in r)]
     print(f"{'ok' if report['ok'] else 'FAILED: ' + ', '.join(failed)} in {report['wall_s']} s"
           f" -> {out}")

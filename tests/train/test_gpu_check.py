@@ -29,7 +29,7 @@ def test_the_smoke_run_exercises_every_part(tmp_path):
     out = tmp_path / "gpu.json"
     assert gpu_check().main(["--smoke", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["smoke"] is True and report["ok"] is True
+    assert report["smoke"] is True and report["ok"] is True and report["parts_done"] == 5
     parts = report["results"]
     train = parts["train"]
     assert train["steps"] == 24 and train["tokens_per_s"] > 0 and train["mfu"] is None
