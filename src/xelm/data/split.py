@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from xelm.data.readers import CorpusError
+from xelm.data.errors import CorpusError
 
 log = logging.getLogger(__name__)
 
