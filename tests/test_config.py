@@ -140,3 +140,11 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
     assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"xelm {__version__}"
+
+
+def test_accumulation_must_split_the_seed_batch_too():
+    from xelm.config import ConfigError, load
+
+    with pytest.raises(ConfigError, match="seed.batch_size"):
+        load(None, ["train.grad_accum_steps=4", "seed.batch_size=6", "train.batch_size=8"])
+    assert load(None, ["train.grad_accum_steps=4", "seed.batch_size=8", "train.batch_size=8"])

@@ -351,7 +351,7 @@ def _parser() -> argparse.ArgumentParser:
                            help="also run the xelm_cloze tasks through lm-eval (dense, top1, "
                                 "ensemble_posterior; 0- and 4-shot) into results.json")
         if name in ("run", "train", "plan"):
-            p.add_argument("--launcher", choices=("local", "ray"),
+            p.add_argument("--launcher", choices=("local", "ray", "slurm"),
                            help="where training jobs run (sets train.launcher)")
             p.add_argument("--ray-address", metavar="ADDR",
                            help="Ray cluster to join, e.g. 'auto' (sets train.ray_address)")

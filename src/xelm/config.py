@@ -404,6 +404,15 @@ class Config(_Section):
         return self
 
     @model_validator(mode="after")
+    def _seed_batch_splits(self) -> "Config":
+        k = self.train.grad_accum_steps  # applies to the seed job too
+        if not self.model.base and self.seed.batch_size % k:
+            raise ValueError(f"seed.batch_size ({self.seed.batch_size}) must be divisible by "
+                             f"train.grad_accum_steps ({k}): each batch is split into that "
+                             "many micro-batches")
+        return self
+
+    @model_validator(mode="after")
     def _hmr_fits_allocation(self) -> "Config":
         rounds = self.hmr.rounds
         if rounds is None:

@@ -155,7 +155,10 @@ def plan_run(cfg: Config, measure: bool = True) -> dict:
         j["steps"] = j["tokens"] // per_step
         j["parameters"] = params
         j["flops"] = shape["flops_per_token"] * j["tokens"]
-        j["peak_memory_bytes"] = peak_memory_bytes(params, hf, j["batch_size"], cfg.model.context)
+        j["peak_memory_bytes"] = peak_memory_bytes(
+            params, hf, j["batch_size"], cfg.model.context,
+            micro_batches=cfg.train.grad_accum_steps,
+            checkpointing=cfg.train.gradient_checkpointing)
         j["tokens_per_parameter"] = j["tokens"] / params
         j["estimated_seconds"] = (j["steps"] * seconds[j["batch_size"]]) if measure else None
         state = root / j["folder"] / "train_state.json" if root and j["folder"] else None

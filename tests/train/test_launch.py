@@ -48,7 +48,7 @@ def test_failure_message_lists_every_failed_job():
 
 def test_unknown_launcher_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown launcher"):
-        run_jobs([tiny_job(tmp_path / "e0", tmp_path / "a.bin")], launcher="slurm")
+        run_jobs([tiny_job(tmp_path / "e0", tmp_path / "a.bin")], launcher="pbs")
 
 
 def test_cli_launcher_options_set_the_config(tmp_path, capsys):
