@@ -118,3 +118,17 @@ def test_a_failing_job_is_reported_while_the_others_finish(tmp_path):
     ledgers, failed = run_jobs(jobs[:1], progress=False)
     assert not failed and ledgers["e0"]["tokens"] == 3 * 64
     assert (tmp_path / "e0" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_flops_count_the_output_projection_of_tied_models():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from xelm.train.loop import train_flops_per_token
+
+    shape = dict(vocab_size=512, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                 intermediate_size=64)
+    tied = LlamaForCausalLM(LlamaConfig(**shape, tie_word_embeddings=True))
+    untied = LlamaForCausalLM(LlamaConfig(**shape, tie_word_embeddings=False))
+    assert train_flops_per_token(tied, 16) == train_flops_per_token(untied, 16)
+    layers = sum(p.numel() for n, p in tied.named_parameters() if "embed" not in n)
+    assert train_flops_per_token(tied, 16) == 6.0 * (layers + 512 * 32) + 12.0 * 1 * 32 * 16

@@ -184,9 +184,13 @@ def build_model(job: TrainJob):
 
 
 def train_flops_per_token(model, seq_len: int) -> float:
-    """6·N (N = parameters outside the embedding lookup) + attention 12·L·d·T."""
+    """6·N (N = parameters outside the embedding lookup, the output projection included
+    even when it is tied to the input embedding) + attention 12·L·d·T."""
     cfg = model.config
     n = sum(p.numel() for name, p in model.named_parameters() if "embed" not in name)
+    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+    if out is not None and inp is not None and out.weight is inp.weight:  # tied: not listed
+        n += out.weight.numel()
     layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers", 0)
     d = getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model", 0)
     return 6.0 * n + 12.0 * layers * d * seq_len
