@@ -218,3 +218,36 @@ def test_a_corpus_changed_after_a_kill_is_prepared_again(tmp_path):
     prepare_corpus(CorpusConfig(source="dir", path=str(corpus), split="by_key"), want, seed=0,
                    tokenizer=PLAN)
     assert_same_files(out, want)
+
+
+def test_languages_added_later_are_prepared_as_adapt_did_in_memory(tmp_path):
+    """prepare_languages (for xelm adapt) = each language read whole, split alone (by_key:
+    by text), its text and shards written with the run's tokenizer."""
+    from xelm.data import packing, readers
+    from xelm.data.prepare import prepare_languages
+    from xelm.data.tokenizer import load_tokenizer
+
+    corpus = make_corpus(tmp_path / "corpus", docs=150)
+    run = tmp_path / "run"
+    prepare_corpus(CorpusConfig(source="dir", path=str(corpus), languages=["en", "de"]), run,
+                   seed=1, tokenizer=PLAN)
+    before = files(run)
+    new = CorpusConfig(source="dir", path=str(corpus), languages=["ru", "sw"], split="by_key",
+                       max_bytes_per_language=20_000)
+    stats = prepare_languages(new, run, seed=1, tokenizer_dir=run / "tokenizer",
+                              trained_here=True, workers=2)
+    want = tmp_path / "want"
+    tok = load_tokenizer(run / "tokenizer")
+    for lang, docs in readers.read_corpus(new).items():
+        idx = readers.split_documents(docs, 0.05, 0.05, 1, "by_key", language=lang)
+        for split in SPLITS:
+            part = [docs[i] for i in idx[split]]
+            (want / "text").mkdir(parents=True, exist_ok=True)
+            (want / "text" / f"{lang}.{split}.txt").write_text("".join(d + "\n" for d in part),
+                                                              encoding="utf-8")
+            assert stats[lang][split] == packing.write_shard(
+                packing.shard_path(want, lang, split), tok, part)
+    after = files(run)
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing else touched
+    added = {k: v for k, v in after.items() if k not in before}
+    assert added == files(want)

@@ -9,25 +9,30 @@ Three passes over the corpus, each resumable, none holding a language in memory:
    (``data/.prepare/<lang>.labels.npy``).
 2. **tokenizer**: the base model's, or a byte-level BPE trained on each language's first
    ``tokenizer.sample_bytes_per_language`` bytes of training documents, streamed.
-3. **pack**: every language is read again; chunks of documents are tokenised on
-   ``workers`` processes (:mod:`xelm.data.encode`) and appended, in document order, to
-   each split's text and shard files (``.part``). Every ``checkpoint_bytes`` of text a
-   checkpoint (``data/.prepare/<lang>.pack.json``) records their sizes once they are on
-   disk; a killed run cuts the parts back to it and goes on from the next document, so
-   the finished files are byte for byte those of an uninterrupted run.
+3. **pack** (:mod:`xelm.data.pack`): every language is read again; chunks of documents
+   are tokenised on ``workers`` processes (:mod:`xelm.data.encode`) and appended, in
+   document order, to each split's text and shard files (``.part``). Every
+   ``checkpoint_bytes`` of text a checkpoint (``data/.prepare/<lang>.pack.json``) records
+   their sizes once they are on disk; a killed run cuts the parts back to it and goes on
+   from the next document, so the finished files are those of an uninterrupted run.
 
 Outputs are the in-memory pipeline's, byte for byte: ``data/text/<lang>.<split>.txt``,
 ``data/tokens/<lang>.<split>.bin`` + ``.docs.npy``, ``data/held_out_keys.json``
 (by_key), the tokenizer, and ``data/prepare.json`` (written last: what it lists is whole).
 
 Memory is bounded by design, not by the corpus: one byte per document for its split
-(plus 8 per document and the distinct keys for ``by_key``), the tokenizer sample's word
-counts, and at most ``2 * workers + 2`` chunks of ``chunk_bytes`` in flight.
+(plus 8 per document and the distinct keys for ``by_key``), the BPE trainer's working set
+(about 20 times its sample of ``sample_bytes_per_language`` per language; handed back to
+the system once trained), and at most ``2 * workers + 2`` chunks of ``chunk_bytes`` in
+flight (a worker holds one chunk and the tokenizer). Workers are started with ``spawn``:
+a script that calls this with more than one worker must guard its entry point
+(``if __name__ == "__main__":``), as every ``multiprocessing`` program must.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -40,11 +45,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from xelm.data.encode import ChunkEncoder, TokenizerSpec
+from xelm.data.encode import TokenizerSpec
 from xelm.data.errors import CorpusError
-from xelm.data.packing import PART, AppendFile, ShardWriter, shard_path, token_dtype
+from xelm.data.pack import pack_all
+from xelm.data.packing import PART, token_dtype
 from xelm.data.sources import Source, open_sources
-from xelm.data.split import LABEL, SPLITS, KeyedSplit, split_labels, text_rank
+from xelm.data.split import LABEL, KeyedSplit, split_labels, text_rank
 from xelm.io import read_json, write_json
 
 if TYPE_CHECKING:
@@ -53,6 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCRATCH = ".prepare"  # data/.prepare: spools, labels, checkpoints; removed when done
+MORE_SCRATCH = ".prepare-more"  # the same for languages added later (prepare_languages)
 FORMAT = 1  # of the scratch files; a different one is not resumed
 CHUNK_BYTES = 1 << 18  # characters of documents per chunk sent to a worker
 CHECKPOINT_BYTES = 64 << 20  # text written between checkpoints
@@ -87,17 +94,14 @@ def prepare_corpus(corpus: CorpusConfig, data_dir: str | Path, *, seed: int,
     clock = [_clock()]
     keyed = corpus.split == "by_key"
     sources = open_sources(corpus, synthetic_dir, scratch / "spool", keyed)
-    scan = _scan(sources, corpus, seed, scratch, data_dir)
+    scan = _scan(sources, corpus, seed, scratch, data_dir, data_dir / "held_out_keys.json")
     clock.append(_clock())
     spec, vocab_size = _tokenizer(sources, tokenizer, data_dir, scratch)
     clock.append(_clock())
     total = sum(s["bytes"] for s in scan.values())
     workers = workers or auto_workers(total)
-    stats = {}
-    with ChunkEncoder(spec, workers) as encoder, _progress(total) as bar:
-        for lang, source in sources.items():
-            stats[lang] = _pack_language(source, scan[lang]["docs"], encoder, data_dir,
-                                         scratch, chunk_bytes, checkpoint_bytes, bar)
+    stats = pack_all(sources, scan, spec, workers, data_dir, scratch, chunk_bytes,
+                      checkpoint_bytes)
     clock.append(_clock())
     wall, cpu = np.diff(clock, axis=0).T
     log.info("prepare took %.1f s to read and split, %.1f s for the tokenizer, %.1f s to "
@@ -110,6 +114,37 @@ def prepare_corpus(corpus: CorpusConfig, data_dir: str | Path, *, seed: int,
     shutil.rmtree(scratch)
     log.info("prepared %d languages: %s", len(sources), ", ".join(sources))
     return info
+
+
+def prepare_languages(corpus: CorpusConfig, data_dir: str | Path, *, seed: int,
+                      tokenizer_dir: str | Path, trained_here: bool,
+                      workers: int | None = None) -> dict[str, dict]:
+    """More languages into a prepared ``data_dir``, with its tokenizer (``xelm adapt``):
+    their text and token shards as ``prepare`` writes them; returns their stats.
+
+    Each language is split alone, its keys not read (``split: by_key`` splits it by its
+    documents' text), and ``held_out_keys.json`` is left alone. Streamed and resumable
+    like :func:`prepare_corpus`, in its own scratch folder (``data/.prepare-more``).
+    """
+    from dataclasses import replace
+
+    from xelm.data.tokenizer import load_tokenizer
+
+    data_dir = Path(data_dir)
+    key = {"format": FORMAT, "corpus": corpus.model_dump(mode="json", exclude={"num_proc"}),
+           "seed": seed, "tokenizer": str(tokenizer_dir)}
+    scratch = _scratch(data_dir, key, MORE_SCRATCH)
+    sources = {lang: replace(source, keyless=True)
+               for lang, source in open_sources(corpus, None, scratch / "spool").items()}
+    scan = _scan(sources, corpus, seed, scratch, data_dir, None)
+    tok = load_tokenizer(tokenizer_dir)
+    spec = TokenizerSpec(str(tokenizer_dir), token_dtype(len(tok)).name, int(tok.eos_token_id),
+                         trained_here=trained_here)
+    total = sum(s["bytes"] for s in scan.values())
+    stats = pack_all(sources, scan, spec, workers or auto_workers(total), data_dir, scratch,
+                      CHUNK_BYTES, CHECKPOINT_BYTES)
+    discard(data_dir, MORE_SCRATCH)
+    return stats
 
 
 def _clock() -> tuple[float, float]:
@@ -127,22 +162,27 @@ def auto_workers(total_bytes: int) -> int:
     return max(1, min(cores or 1, total_bytes // AUTO_BYTES_PER_WORKER))
 
 
-def _scratch(data_dir: Path, key: dict) -> Path:
+def _scratch(data_dir: Path, key: dict, name: str = SCRATCH) -> Path:
     """``data/.prepare``, emptied (with any ``.part`` file) if made for other settings."""
-    scratch = data_dir / SCRATCH
+    scratch = data_dir / name
     state = scratch / "state.json"
     if scratch.exists() and (not state.is_file() or read_json(state) != key):
         log.info("%s was made with other settings: starting prepare again", scratch)
-        discard(data_dir)
+        discard(data_dir, name)
     scratch.mkdir(parents=True, exist_ok=True)
     if not state.is_file():
         write_json(state, key)
     return scratch
 
 
-def discard(data_dir: Path) -> None:
-    """Remove an unfinished prepare's scratch and ``.part`` files."""
-    shutil.rmtree(data_dir / SCRATCH, ignore_errors=True)
+def discard(data_dir: Path, scratch_name: str = SCRATCH, keep: str | None = None) -> None:
+    """Remove an unfinished prepare's scratch (all but ``keep``) and ``.part`` files."""
+    scratch = data_dir / scratch_name
+    for entry in scratch.iterdir() if scratch.is_dir() else ():
+        if entry.name != keep:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    if keep is None and scratch.is_dir():
+        scratch.rmdir()
     for sub in ("text", "tokens"):
         for part in (data_dir / sub).glob(f"*{PART}"):
             part.unlink()
@@ -151,8 +191,9 @@ def discard(data_dir: Path) -> None:
 # --------------------------------------------------------------------------- pass 1: scan
 
 def _scan(sources: dict[str, Source], corpus: CorpusConfig, seed: int, scratch: Path,
-          data_dir: Path) -> dict[str, dict]:
-    """``{lang: {"docs", "bytes", "stamp"}}``; writes each language's labels."""
+          data_dir: Path, record: Path | None) -> dict[str, dict]:
+    """``{lang: {"docs", "bytes", "stamp"}}``; writes each language's labels, and for
+    by_key the held-out keys to ``record``."""
     path = scratch / "scan.json"
     if path.is_file():
         scan = read_json(path)
@@ -161,8 +202,7 @@ def _scan(sources: dict[str, Source], corpus: CorpusConfig, seed: int, scratch: 
             return scan
         log.warning("the corpus of %s changed since prepare started: starting again",
                     ", ".join(changed))
-        discard(data_dir)
-        scratch.mkdir(parents=True)
+        discard(data_dir, scratch.name, keep="state.json")
     keyed = corpus.split == "by_key"
     vf, tf = corpus.valid_fraction, corpus.test_fraction
     splitter = KeyedSplit(vf, tf, seed) if keyed else None
@@ -172,8 +212,9 @@ def _scan(sources: dict[str, Source], corpus: CorpusConfig, seed: int, scratch: 
         log.info("corpus %s: %d documents, %d bytes", lang, docs, nbytes)
         scan[lang] = {"docs": docs, "bytes": nbytes, "stamp": source.stamp()}
     if splitter is not None:
-        labels, record = splitter.labels()
-        write_json(data_dir / "held_out_keys.json", record)
+        labels, held = splitter.labels()
+        if record is not None:
+            write_json(record, held)
     else:
         labels = {lang: split_labels(s["docs"], vf, tf, seed, corpus.split, language=lang)
                   for lang, s in scan.items()}
@@ -208,11 +249,11 @@ def _scan_language(source: Source, splitter: KeyedSplit | None,
         if missing == records.docs:
             if not source.keyless:
                 warn_no_keys(source.where, source.no_keys)
-            splitter.add_text_ranks(source.lang, ranks)
+            splitter.add_text_ranks(source.lang, np.frombuffer(ranks, dtype=np.uint64))
         elif missing:
             raise CorpusError(some_keys_missing(source.where, missing, records.docs, first))
         else:
-            splitter.add_keys(source.lang, ids)
+            splitter.add_keys(source.lang, np.frombuffer(ids, dtype=np.int64))
     return records.docs, records.bytes
 
 
@@ -260,97 +301,7 @@ def _train_docs(source: Source, scratch: Path) -> Iterator[str]:
     labels = np.load(scratch / f"{source.lang}.labels.npy")
     records = source.records(keyed=False)
     with contextlib.closing(records):
-        for label, (_, doc) in zip(labels.tolist(), records):
+        blocks = (labels[i:i + 65536].tolist() for i in range(0, len(labels), 65536))
+        for label, (_, doc) in zip(itertools.chain.from_iterable(blocks), records):
             if label == LABEL["train"]:
                 yield doc
-
-
-# --------------------------------------------------------------------------- pass 3: pack
-
-def _progress(total: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="tokenising", unit="B", unit_scale=True)
-
-
-def _pack_language(source: Source, count: int, encoder: ChunkEncoder, data_dir: Path,
-                   scratch: Path, chunk_bytes: int, checkpoint_bytes: int, bar) -> dict:
-    """Split, tokenise and append one language's documents; its stats per split."""
-    lang = source.lang
-    done, checkpoint = scratch / f"{lang}.done.json", scratch / f"{lang}.pack.json"
-    if done.is_file():
-        stats = read_json(done)
-        bar.update(sum(s["bytes"] - s["docs"] for s in stats.values()))
-        return stats
-    state = read_json(checkpoint) if checkpoint.is_file() else None
-    try:
-        texts, shards = _writers(lang, data_dir, encoder.spec.dtype, state)
-    except FileNotFoundError:  # killed while renaming the finished files: do it again
-        state = None
-        texts, shards = _writers(lang, data_dir, encoder.spec.dtype, None)
-    if state:
-        log.info("packing %s: resuming after %d of %d documents", lang, state["docs"], count)
-        bar.update(sum(w.size for w in texts.values()) - state["docs"])
-    labels = np.load(scratch / f"{lang}.labels.npy")
-    records = source.records(keyed=False)
-    since = 0
-    with contextlib.closing(records):
-        chunks = _chunks(records, labels, state["docs"] if state else 0, chunk_bytes, source)
-        for end, parts in encoder.map(chunks):
-            for split, part in zip(SPLITS, parts):
-                if part is not None:
-                    texts[split].write(part.text)
-                    shards[split].append(part.tokens, part.lengths, part.sizes)
-                    since += len(part.text)
-                    bar.update(len(part.text) - len(part.lengths))
-            if since >= checkpoint_bytes:
-                _checkpoint(checkpoint, end, texts, shards)
-                since = 0
-    if records.docs != count:
-        raise _changed(source, count, records.docs)
-    for text in texts.values():
-        text.finish()
-    stats = {split: shards[split].finish() for split in SPLITS}
-    write_json(done, stats)
-    checkpoint.unlink(missing_ok=True)
-    return stats
-
-
-def _writers(lang: str, data_dir: Path, dtype: str, state: dict | None):
-    texts = {split: AppendFile(data_dir / "text" / f"{lang}.{split}.txt",
-                               state["text"][split] if state else None) for split in SPLITS}
-    shards = {split: ShardWriter(shard_path(data_dir, lang, split), dtype,
-                                 state["shards"][split] if state else None) for split in SPLITS}
-    return texts, shards
-
-
-def _chunks(records, labels: np.ndarray, start: int, chunk_bytes: int,
-            source: Source) -> Iterator[tuple[int, list[str], list[int]]]:
-    """``(index after the chunk's last document, documents, labels)`` from ``start``."""
-    docs: list[str] = []
-    size, first = 0, start
-    for i, (_, doc) in enumerate(records):
-        if i < start:
-            continue
-        if i >= len(labels):
-            raise _changed(source, len(labels), i + 1)
-        docs.append(doc)
-        size += len(doc)
-        if size >= chunk_bytes:
-            yield i + 1, docs, labels[first:i + 1].tolist()
-            docs, size, first = [], 0, i + 1
-    if docs:
-        yield first + len(docs), docs, labels[first:first + len(docs)].tolist()
-
-
-def _checkpoint(path: Path, end: int, texts: dict, shards: dict) -> None:
-    """Record the parts' sizes after ``end`` documents, once they are on disk."""
-    for writer in (*texts.values(), *shards.values()):
-        writer.sync()
-    write_json(path, {"docs": end, "text": {s: texts[s].size for s in SPLITS},
-                      "shards": {s: shards[s].state() for s in SPLITS}})
-
-
-def _changed(source: Source, expected: int, found: int) -> CorpusError:
-    return CorpusError(f"{source.where} changed while prepare ran: {expected} documents "
-                       f"when counted, {found} now; run prepare again (it starts over)")

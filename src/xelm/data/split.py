@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -252,13 +252,13 @@ class KeyedSplit:
         """A number for ``key``, the same in every language (keys are held once)."""
         return self._ids.setdefault(key, len(self._ids))
 
-    def add_keys(self, lang: str, key_ids: Iterable[int]) -> None:
+    def add_keys(self, lang: str, key_ids: Sequence[int] | np.ndarray) -> None:
         """A keyed language: its documents' :meth:`key_id`, in document order."""
-        self._docs[lang] = ("keys", np.fromiter(key_ids, dtype=np.int64))
+        self._docs[lang] = ("keys", np.asarray(key_ids, dtype=np.int64))
 
-    def add_text_ranks(self, lang: str, ranks: Iterable[int]) -> None:
+    def add_text_ranks(self, lang: str, ranks: Sequence[int] | np.ndarray) -> None:
         """A language without keys: its documents' :func:`text_rank`, in document order."""
-        self._docs[lang] = ("text", np.fromiter(ranks, dtype=np.uint64))
+        self._docs[lang] = ("text", np.asarray(ranks, dtype=np.uint64))
 
     def labels(self) -> tuple[dict[str, np.ndarray], dict]:
         """``({lang: labels}, record)``, the record as :func:`split_by_key` returns it."""
