@@ -101,7 +101,12 @@ def analyse(outcomes: dict, results: dict, label_free: str | None) -> dict:
                                 "mean_of_languages": statistics.fmean(
                                     out["accuracy"][model][lg]["all"]["acc"] for lg in per)}
     compared = [m for m in ("xelm_top1", label_free) if m]
+    out["pooled_minus_dense"] = {}
     for model in compared:
+        x, y = ([h for lang in outcomes[m].values() for v in lang.values() for h in v]
+                for m in (model, "dense"))
+        mean, lo, hi = paired_difference(x, y)
+        out["pooled_minus_dense"][model] = {"mean": mean, "lo": lo, "hi": hi, "n": len(x)}
         rows = {lang: {"dppl_pct": 100 * (ppl[model][lang] / ppl["dense"][lang] - 1),
                        "dacc": _delta(outcomes, model, "dense", lang)} for lang in langs}
         out["per_language"][model] = rows
@@ -150,7 +155,7 @@ def plot(analysis: dict, path: Path, title: str) -> None:
         ax.axvline(0, color="grey", lw=0.8)
         ci = corr["pearson_ci"]
         ax.set_title(f"{model} vs dense: Pearson r = {corr['pearson']:.2f}"
-                     + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""), fontsize=10)
+                     + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""), fontsize=10)
         ax.set_xlabel("perplexity change vs dense (%)")
         ax.set_ylabel("minimal-pair accuracy change (points, 95% CI)")
     fig.suptitle(title, fontsize=11)
@@ -173,14 +178,15 @@ def markdown(entry: dict) -> str:
             f"{100 * row[m]:.1f}" for m in models)
             + f" | {100 * d['mean']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}] |")
     for model, c in a["correlation"].items():
-        ci = c["pearson_ci"]
-        sci = c["spearman_ci"]
-        lines += ["", f"{model} vs dense over {c['n']} languages: accuracy up in "
+        ci, sci, d = c["pearson_ci"], c["spearman_ci"], a["pooled_minus_dense"][model]
+        lines += ["", f"{model} minus dense, pooled over {d['n']} pairs: "
+                  f"{100 * d['mean']:+.2f} points [{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}]",
+                  f"{model} vs dense over {c['n']} languages: accuracy up in "
                   f"{c['languages_acc_up']} ({c['languages_acc_up_ci_above_0']} with the CI "
                   f"above 0, {c['languages_acc_down_ci_below_0']} below), perplexity down in "
                   f"{c['languages_ppl_down']}; Pearson r(dppl, dacc) = {c['pearson']:.2f}"
-                  + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
-                  + f", Spearman {c['spearman']:.2f}" + (f" [{sci[0]:.2f}, {sci[1]:.2f}]"
+                  + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+                  + f", Spearman {c['spearman']:.2f}" + (f" [{sci[0]:.3f}, {sci[1]:.3f}]"
                                                            if sci else "")]
     return "\n".join(lines)
 
