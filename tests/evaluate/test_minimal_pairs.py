@@ -4,6 +4,7 @@ token) beats the bad one's, for lm-eval's hf model and for the xelm model."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from types import SimpleNamespace
@@ -76,8 +77,6 @@ def _direct(model, tokenizer, rows: list[dict]) -> list[int]:
 
 
 def _rows(setup, lang: str, phenomenon: str) -> list[dict]:
-    import json
-
     path = setup.root / "tasks" / "data" / f"{lang}.{phenomenon}.jsonl"
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
@@ -145,6 +144,23 @@ def test_grammar_pairs_from_a_synthetic_corpus(tmp_path):
         build_minimal_pairs(tmp_path / "t", tmp_path / "u", pairs="grammar")
     with pytest.raises(ValueError, match="choose from auto, grammar, text"):
         build_minimal_pairs(tmp_path / "syn", tmp_path / "u", pairs="both")
+
+
+def test_a_runs_context_bounds_the_sentences(setup, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(setup.run / "data", run / "data")
+    (run / "config.yaml").write_text("model: {context: 8}\n", encoding="utf-8")
+    s = build_minimal_pairs(run, tmp_path / "t", n=50)
+    assert s["max_tokens"] == 6
+    tok = setup.experts.tokenizer
+    for lang, per in s["tasks"].items():
+        for phenomenon in per:
+            for line in (tmp_path / "t" / "data" / f"{lang}.{phenomenon}.jsonl").read_text(
+                    encoding="utf-8").splitlines():
+                row = json.loads(line)
+                assert len(tok.encode(row["good"])) <= 6 and len(tok.encode(row["bad"])) <= 6
 
 
 def test_intervals_and_correlation():

@@ -106,7 +106,9 @@ def build_minimal_pairs(corpus: str | Path, out: str | Path, *, pairs: str = "au
     ``pairs``: ``grammar`` (synthetic corpora), ``text`` (any held-out text) or ``auto``
     (grammar when the corpus is synthetic). ``n`` pairs per language and phenomenon at
     most. With ``max_tokens``, pairs whose good or bad sentence takes more tokens of
-    ``tokenizer`` (default: the run's) are dropped, so both fit a short-context model.
+    ``tokenizer`` (default: the run's) are dropped, so both fit a short-context model; for
+    a run directory it defaults to the run's ``model.context`` minus 2 (the prefix token
+    and a margin for the leading space the budget is counted with).
     Returns (and writes as ``out/pairs.json``) ``{"group", "include_path", "pairs",
     "tasks": {lang: {phenomenon: task}}, "groups": {lang: group}, "n_pairs": {lang:
     {phenomenon: n}}, "skipped": {lang: {phenomenon: why}}, "seed", "source"}``.
@@ -119,6 +121,11 @@ def build_minimal_pairs(corpus: str | Path, out: str | Path, *, pairs: str = "au
     if not corpus.is_dir():
         raise ValueError(f"corpus {str(corpus)!r} is not a directory")
     run_tokenizer = corpus / "data" / "tokenizer"
+    if max_tokens is None and (corpus / "config.yaml").is_file() and run_tokenizer.is_dir():
+        import yaml  # a run: both sentences of a pair must fit its models' positions
+
+        config = yaml.safe_load((corpus / "config.yaml").read_text(encoding="utf-8"))
+        max_tokens = max(1, int(config["model"]["context"]) - 2)
     fits = fits_within(tokenizer or (run_tokenizer if run_tokenizer.is_dir() else None),
                        max_tokens)
     if pairs == "auto":
