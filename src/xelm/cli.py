@@ -129,20 +129,49 @@ def _downstream(cfg, rd) -> None:
 
 
 def cmd_tasks_build(args) -> int:
-    """Build the offline lm-eval task family xelm_cloze from held-out documents.
+    """Build offline lm-eval tasks from held-out documents.
 
-    XStoryCloze-style: the first sentences of a document, the true next sentence and
-    distractors from other documents of the same language; one task per language
-    (xelm_cloze_<lang>) and the group xelm_cloze, 0-shot or k-shot (--num_fewshot)."""
-    from xelm.evaluate.tasks import build_tasks, format_summary
+    --kind cloze (default): xelm_cloze, XStoryCloze-style (the first sentences of a
+    document, the true next sentence and distractors from other documents of the same
+    language), one task per language and the group xelm_cloze; --source-lang adds the
+    cross-lingual few-shot variant xelm_cloze_x_<source>_<lang>. --kind minimal-pairs:
+    xelm_pairs, BLiMP-style pairs per language and phenomenon (grammar pairs on a
+    synthetic corpus, perturbed held-out sentences on real text). --kind xnli|xstorycloze:
+    lm-eval's own tasks with few-shot examples from --source-lang (needs the hub to run)."""
+    from pathlib import Path
+
     from xelm.outputs import claim_out_dir
 
+    if args.corpus is None and args.kind in ("cloze", "minimal-pairs"):
+        raise ValueError(f"--kind {args.kind} needs --corpus (a run directory or a folder of "
+                         "held-out text)")
     claim_out_dir(args.out, "tasks build", force=args.force)
-    summary = build_tasks(args.corpus, args.out, choices=args.choices, n=args.n,
-                          fewshot_docs=args.fewshot_docs, seed=args.seed,
-                          languages=args.languages.split(",") if args.languages else None,
+    languages = args.languages.split(",") if args.languages else None
+    if args.kind == "minimal-pairs":
+        from xelm.evaluate.minimal_pairs import build_minimal_pairs, format_pairs_summary
+
+        summary = build_minimal_pairs(args.corpus, args.out, pairs=args.pairs,
+                                      languages=languages, n=args.n or 300, seed=args.seed,
+                                      max_tokens=args.max_continuation_tokens,
+                                      tokenizer=args.tokenizer)
+        print(format_pairs_summary(summary))
+        return 0
+    if args.kind in ("xnli", "xstorycloze"):
+        from xelm.evaluate.crosslingual import write_hub_crosslingual_tasks
+
+        if not languages:
+            raise ValueError(f"--kind {args.kind} needs --languages (the test languages)")
+        got = write_hub_crosslingual_tasks(Path(args.out), args.kind,
+                                           args.source_lang or "en", languages)
+        print(f"group {got['group']}: {', '.join(got['tasks'].values())} in {args.out}")
+        return 0
+    from xelm.evaluate.tasks import build_tasks, format_summary
+
+    summary = build_tasks(args.corpus, args.out, choices=args.choices, n=args.n or 200,
+                          fewshot_docs=args.fewshot_docs, seed=args.seed, languages=languages,
                           tokenizer=args.tokenizer,
-                          max_continuation_tokens=args.max_continuation_tokens)
+                          max_continuation_tokens=args.max_continuation_tokens,
+                          source_lang=args.source_lang)
     print(format_summary(summary))
     return 0
 
@@ -367,13 +396,24 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="offline lm-eval tasks")
     build = p.add_subparsers(dest="tasks_command", required=True).add_parser(
         "build", help=cmd_tasks_build.__doc__.splitlines()[0], description=cmd_tasks_build.__doc__)
-    build.add_argument("--corpus", required=True, metavar="DIR",
+    build.add_argument("--corpus", metavar="DIR",
                        help="a run directory (its data/text/<lang>.test.txt), or a folder of "
                             "<lang>.test.txt or <lang>.txt files, one document per line")
     build.add_argument("--out", required=True, metavar="DIR", help="where the task YAMLs go")
     build.add_argument("--languages", metavar="CODES", help="comma-separated (default: all)")
     build.add_argument("--choices", type=int, default=4, help="candidates per example (default 4)")
-    build.add_argument("--n", type=int, default=200, help="test examples per language, at most")
+    build.add_argument("--kind", default="cloze",
+                       choices=("cloze", "minimal-pairs", "xnli", "xstorycloze"),
+                       help="cloze (default) | minimal-pairs | xnli, xstorycloze (lm-eval's, "
+                            "with --source-lang demonstrations)")
+    build.add_argument("--pairs", default="auto", choices=("auto", "grammar", "text"),
+                       help="minimal pairs from the synthetic grammar or perturbed text "
+                            "(auto: grammar on a synthetic corpus)")
+    build.add_argument("--source-lang", metavar="CODE",
+                       help="cross-lingual few-shot variant: demonstrations from this language")
+    build.add_argument("--n", type=int, default=None,
+                       help="test examples per language (cloze, default 200) or pairs per "
+                            "language and phenomenon (minimal-pairs, default 300), at most")
     build.add_argument("--fewshot-docs", type=int, default=16,
                        help="documents set aside for few-shot examples (default 16)")
     build.add_argument("--seed", type=int, default=0)
