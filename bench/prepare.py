@@ -278,13 +278,11 @@ def main() -> None:
     sizes = [5] if args.quick else [int(s) for s in args.sizes.split(",")]
     WORK.mkdir(parents=True, exist_ok=True)
     log = WORK / "bench.log"
-    results = []
-    for i, mb in enumerate(sizes):
-        results.append(bench_size(mb, LIMIT_WAYS if i == 0 else [], log))
-        if i == 0:
-            way = results[0]["limit"]["way"].split("/")
-            LIMIT_WAYS[:] = [tuple(way)]
-        if not args.keep_corpora and mb != sizes[-1]:
+    results, ways = [], list(LIMIT_WAYS)
+    for mb in sizes:
+        results.append(bench_size(mb, ways, log))
+        ways = [tuple(results[0]["limit"]["way"].split("/"))]  # the fastest on the first size
+        if not args.keep_corpora:
             shutil.rmtree(WORK / f"corpus-{mb}mb", ignore_errors=True)
     report = {"date": dt.datetime.now().isoformat(timespec="seconds"),
               "command": "python bench/prepare.py" + (" --quick" if args.quick else
