@@ -22,7 +22,7 @@ Outputs are the in-memory pipeline's, byte for byte: ``data/text/<lang>.<split>.
 
 Memory is bounded by design, not by the corpus: one byte per document for its split
 (plus 8 per document and the distinct keys for ``by_key``), the BPE trainer's working set
-(about 20 times its sample of ``sample_bytes_per_language`` per language; handed back to
+(it grows with its sample, ``sample_bytes_per_language`` per language; handed back to
 the system once trained), and at most ``2 * workers + 2`` chunks of ``chunk_bytes`` in
 flight (a worker holds one chunk and the tokenizer). Workers are started with ``spawn``:
 a script that calls this with more than one worker must guard its entry point
@@ -101,7 +101,7 @@ def prepare_corpus(corpus: CorpusConfig, data_dir: str | Path, *, seed: int,
     total = sum(s["bytes"] for s in scan.values())
     workers = workers or auto_workers(total)
     stats = pack_all(sources, scan, spec, workers, data_dir, scratch, chunk_bytes,
-                      checkpoint_bytes)
+                     checkpoint_bytes)
     clock.append(_clock())
     wall, cpu = np.diff(clock, axis=0).T
     log.info("prepare took %.1f s to read and split, %.1f s for the tokenizer, %.1f s to "
@@ -286,9 +286,10 @@ def _tokenizer(sources: dict[str, Source], plan: TokenizerPlan, data_dir: Path,
 
 
 def _give_back_freed_memory() -> None:
-    """The BPE trainer's working set (about 20 times its sample: 0.75 GB for 17 languages
-    x 2 MB) is freed when it returns, but glibc keeps the pages; hand them back to the
-    system so packing does not sit on them. Best effort: nothing happens off glibc."""
+    """The BPE trainer's working set (it grows with the sample: the whole prepare peaks
+    at 0.77 GB with 17 languages x 2 MB, bench/prepare.py) is freed when it returns, but
+    glibc keeps the pages; hand them back to the system so packing does not sit on them.
+    Best effort: nothing happens off glibc."""
     import ctypes
     import ctypes.util
 
