@@ -24,7 +24,7 @@ log = logging.getLogger("xelm")
 
 # Keys that may change between invocations on the same run directory.
 MUTABLE_PREFIXES = ("out_dir", "eval.", "train.save_every", "train.log_every", "train.threads",
-                    "train.eval_every", "train.report_to", "train.slurm",
+                    "train.eval_every", "train.report_to", "train.slurm", "corpus.num_proc",
                     "train.grad_accum_steps", "train.gradient_checkpointing",
                     "train.launcher", "train.parallel", "train.resources_per_expert",
                     "train.ray_address")
