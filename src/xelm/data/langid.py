@@ -109,9 +109,6 @@ def detector_for(languages: tuple[str, ...]) -> LanguageDetector:
 
 # ------------------------------------------------------------------ unlabelled corpora
 
-BATCH = 1000
-
-
 def read_unlabelled(path: str | Path, languages: Sequence[str],
                     max_bytes: int | None = None) -> tuple[dict[str, list[str]], dict[str, int]]:
     """Sort the documents of ``path`` (a .txt/.jsonl/.parquet file, or a directory of them,
@@ -123,63 +120,12 @@ def read_unlabelled(path: str | Path, languages: Sequence[str],
     UTF-8 bytes; reading stops once every language is full. A listed language that gets
     no document is an error naming what was detected instead.
     """
-    from tqdm.auto import tqdm
+    from xelm.data.sources import UnlabelledSorter  # the one implementation (streamed)
 
-    from xelm.data.readers import CORPUS_SUFFIXES, _read_docs
-
-    root = Path(path)
-    if root.is_dir():
-        files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")
-                       and p.suffix.lower() in CORPUS_SUFFIXES)
-    elif root.is_file():
-        files = [root]
-    else:
-        raise CorpusError(f"corpus.path {root} does not exist: give a .txt/.jsonl/.parquet "
-                          "file of unlabelled documents, or a directory of them")
-    if not files:
-        raise CorpusError(f"{root} holds no .txt, .jsonl or .parquet file of documents")
-    detector = LanguageDetector(languages, closed=False)
+    sorter = UnlabelledSorter(path, list(languages), max_bytes)
     out: dict[str, list[str]] = {lang: [] for lang in languages}
-    size = dict.fromkeys(languages, 0)
-    counts = {**dict.fromkeys(languages, 0), OTHER: 0, UNDETECTED: 0}
+    for lang, doc in sorter:
+        out[lang].append(doc)
+    sorter.check()
+    return out, sorter.counts
 
-    def full() -> bool:
-        return max_bytes is not None and all(s >= max_bytes for s in size.values())
-
-    def sort(batch: list[str]) -> None:
-        for doc, lang in zip(batch, detector.classify(batch)):
-            if lang in (OTHER, UNDETECTED):
-                counts[lang] += 1
-                continue
-            nbytes = len(doc.encode("utf-8"))
-            if max_bytes is not None and size[lang] + nbytes > max_bytes:
-                continue
-            out[lang].append(doc)
-            size[lang] += nbytes
-            counts[lang] += 1
-
-    with tqdm(desc="language identification", unit="doc") as bar:
-        for file in files:
-            batch: list[str] = []
-            for doc in _read_docs(file):
-                batch.append(doc)
-                if len(batch) == BATCH:
-                    sort(batch)
-                    bar.update(len(batch))
-                    batch = []
-                    if full():
-                        break
-            sort(batch)
-            bar.update(len(batch))
-            if full():
-                break
-    empty = [lang for lang, docs in out.items() if not docs]
-    if empty:
-        raise CorpusError(f"no document of {root} was identified as {', '.join(empty)} "
-                          f"(identified: {_describe(counts)}); check corpus.languages, or "
-                          "add text in those languages")
-    return out, counts
-
-
-def _describe(counts: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "nothing"
