@@ -211,10 +211,12 @@ def _lm_eval_output(argv: list[str]):
 
 
 def cmd_plan(args) -> int:
-    """Print what the run will do, without training or creating anything: stages still to
-    do; every job (seed, dense, each expert, HMR rounds) with steps, tokens, parameters,
-    FLOPs, estimated peak memory, tokens per parameter and an estimated wall time from a
-    few steps measured on this machine; a warning where the regime map found no gain."""
+    """Print what the run will do, without training or creating anything.
+
+    Stages still to do; every job (seed, dense, each expert, HMR rounds) with steps,
+    tokens, parameters, FLOPs, estimated peak memory, tokens per parameter and an
+    estimated wall time from a few steps measured on this machine; a warning where the
+    regime map found no gain."""
     from xelm import config as cfgmod
     from xelm.plan import format_plan, plan_run
 
