@@ -28,6 +28,17 @@ def corpus_dir(tmp_path: Path) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def finished_tiny_run(tmp_path_factory) -> Path:
+    """`xelm run` of the tiny config, once per session. Tests only read it (or copy it
+    before changing anything)."""
+    from xelm.cli import main
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["run", *tiny_args(out)]) == 0
+    return out
+
+
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     """A run directory with two random experts (languages qa0, qb0 -> e0; qa1, qb1 -> e1)."""

@@ -20,11 +20,9 @@ from xelm.train.status import job_states
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    assert main(["run", *tiny_args(out)]) == 0
-    return out
+@pytest.fixture
+def finished_run(finished_tiny_run) -> Path:
+    return finished_tiny_run
 
 
 def test_run_writes_the_contract(finished_run):

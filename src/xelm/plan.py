@@ -115,11 +115,11 @@ def _jobs(cfg: Config, root: Path | None) -> list[dict]:
     alloc = read_json(alloc_path) if alloc_path is not None and alloc_path.is_file() else None
     info = read_json(root / "data" / "prepare.json") if alloc is not None else {"stats": {}}
     if alloc is not None or not cfg.hmr.rounds:
-        if alloc is None:  # flat, not allocated yet: equal budgets (proportional: estimate)
+        if alloc is None:  # flat, not allocated yet: equal budgets until the groups exist
             k = cfg.allocate.experts
             alloc = {"experts": {f"e{i}": {"languages": []} for i in range(k)}}
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
-                update={"expert_budget": "equal"})}) if hasattr(cfg.train, "expert_budget") else cfg
+                update={"expert_budget": "equal"})})
         plan = _training_plan(cfg, alloc, info)
         experts = [(e.name, e.round, e.languages or None, e.tokens, e.path) for e in plan.experts]
     else:  # HMR before allocation: the budgets of each round, names not known yet
@@ -179,7 +179,8 @@ def plan_run(cfg: Config, measure: bool = True) -> dict:
             "total_tokens_per_parameter": total_tpp, "regime_warning": warning,
             "seconds_per_step_measured": {str(b): s for b, s in seconds.items()} or None,
             "estimated_seconds_remaining": (sum(remaining) if measure else None),
-            "note": "expert languages are decided by `allocate`" if root is None or not
+            "note": "expert languages (and proportional budgets) are decided by `allocate`"
+            if root is None or not
             (root / "allocation.json").exists() else None}
 
 

@@ -22,12 +22,10 @@ from xelm.cli import main
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    """A finished tiny run; tests that change it work on a copy (:func:`_copy`)."""
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    assert main(["run", *tiny_args(out)]) == 0
-    return out
+@pytest.fixture
+def finished(finished_tiny_run) -> Path:
+    """The session's finished tiny run; tests that change it work on a copy (:func:`_copy`)."""
+    return finished_tiny_run
 
 
 def _copy(run: Path, dest: Path) -> Path:
