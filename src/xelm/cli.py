@@ -337,9 +337,10 @@ def _doc(module: str, name: str) -> str:
     """A library function's docstring, as a command's help (without importing torch)."""
     import ast
     import importlib.util
+    from pathlib import Path
 
     spec = importlib.util.find_spec(module)
-    tree = ast.parse(open(spec.origin, encoding="utf-8").read())
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
     fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
     return ast.get_docstring(fn) or ""
 
