@@ -11,11 +11,15 @@ the run directories afterwards.
    valid tokens of all languages) is chosen for each, separately. The test split is not
    read.
 3. **Seeds** (``--seeds``): for each seed (model initialisation and data order; the split
-   stays that of ``corpus.split_seed=0``), typology-8 and TF-IDF-8 runs with the chosen
-   rates (``train.lr`` for the experts, ``train.dense_lr`` for dense), every label-free
-   method evaluated. Runs of one seed share data, seed model and dense (copied; the same
-   by construction), and seed 0 reuses the sweep's models.
+   stays that of ``corpus.split_seed=0``), typology-8 with the chosen rates (``train.lr``
+   for the experts, ``train.dense_lr`` for dense); then typology-8 with exposure-matched
+   budgets (``train.expert_budget=proportional``, seed 0); then TF-IDF-8 for each seed.
+   Runs of one seed share data, seed model and dense (copied; the same by construction);
+   seed 0 reuses the sweep's models where their directories exist. The runs evaluate
+   top-1 only: ``bench/evidence_report.py`` scores every method per test document.
 
+A sweep point recorded in the JSON whose run directory is gone (an earlier session's) is
+kept, not retrained; seed 0 re-measures the chosen rates (``seed0_valid``).
 Every step is a resumable run directory; rerun the same command after an interruption,
 and it continues. Writes ``bench/results/evidence-train.json`` (the sweep with its
 validation losses, the choice, the run directories of each seed).
@@ -42,9 +46,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 from quality import VARIANTS, run_config  # noqa: E402
 
 RESULT = ROOT / "bench" / "results" / "evidence-train.json"
-BASE = ["corpus.split=by_key", "corpus.split_seed=0", "train.threads=1"]
-METHODS = "eval.methods=[top1, top1_langid, ensemble, ensemble_posterior, " \
-          "ensemble_posterior_context, ensemble_tfidf, top1_tfidf]"
+# 1 torch thread per job, 2 jobs at once (dense beside the experts): the 2 cores full.
+BASE = ["corpus.split=by_key", "corpus.split_seed=0", "train.threads=1", "train.parallel=2"]
+# The runs' own evaluation scores top-1 only: every other method is scored per document by
+# bench/evidence_report.py (one pass of the experts serves all methods and layouts).
+METHODS = "eval.methods=[top1]"
+# Item 5 of issue 19: expert budgets proportional to their group's data share, so that every
+# language gets the same tokens from its expert as from dense (same total).
+DEFAULT_LRS = ("0.006", "0.003", "0.0015")
+EXPOSURE = ["train.expert_budget=proportional"]
 
 
 def _copy_shared(src: Path, dst: Path, parts: tuple[str, ...]) -> None:
@@ -100,9 +110,17 @@ def validation_loss(run: Path) -> dict:
 
 def sweep(corpus: str, out: Path, lrs: list[float]) -> dict:
     first = None
+    earlier = (json.loads(RESULT.read_text()) if RESULT.exists() else {}).get("sweep", {})
     record = {}
     for lr in lrs:
         run = out / f"sweep-lr{lr:g}"
+        if f"{lr:g}" in earlier and not (run / "config.yaml").exists():
+            # measured by an earlier session whose run directory is gone: keep the figures;
+            # seed 0 retrains the chosen rates and re-measures them (``seed0_valid``)
+            record[f"{lr:g}"] = {**earlier[f"{lr:g}"], "run": None,
+                                 "note": earlier[f"{lr:g}"].get("note") or
+                                 "measured by an earlier session; run directory not kept"}
+            continue
         if first is not None:
             _copy_shared(first, run, ("data", "seed"))
         run_config(run, corpus, [*BASE, *VARIANTS["typology8"], f"train.lr={lr}",
@@ -121,29 +139,73 @@ def choose(record: dict) -> dict:
 
 
 def seeds(corpus: str, out: Path, chosen: dict, seed_list: list[int], record: dict) -> dict:
+    """The headline variant for every seed first, then the exposure-matched one (seed 0),
+    then TF-IDF-8 for every seed: what matters most finishes first."""
     lr_e, lr_d = chosen["expert_lr"], chosen["dense_lr"]
     sets = [*BASE, f"train.lr={lr_e}", f"train.dense_lr={lr_d}", METHODS]
+    swept = [out / f"sweep-lr{lr}" for lr in record if (out / f"sweep-lr{lr}" / "seed").exists()]
     runs: dict = {}
-    first_data = out / f"sweep-lr{lr_e:g}"
+    done = {"sweep": record, "chosen": chosen, "seeds": runs}
     for seed in seed_list:
         typ = out / f"seed{seed}-typology8"
-        if seed == 0:  # the sweep trained these very models
-            _copy_shared(out / f"sweep-lr{lr_e:g}", typ, ("data", "seed", "allocation.json",
-                                                          "router", "experts", "xelm.json"))
-            if not (typ / "dense").exists():
+        if seed == 0 and swept:  # the sweep trained this seed model (and maybe these models)
+            _copy_shared(swept[0], typ, ("data", "seed"))
+            if (out / f"sweep-lr{lr_e:g}" / "experts").exists():
+                _copy_shared(out / f"sweep-lr{lr_e:g}", typ, ("allocation.json", "router",
+                                                              "experts", "xelm.json"))
+            if (out / f"sweep-lr{lr_d:g}" / "dense").exists() and not (typ / "dense").exists() \
+                    and not (typ / "config.yaml").exists():
                 shutil.copytree(out / f"sweep-lr{lr_d:g}" / "dense", typ / "dense")
-        else:
-            _copy_shared(first_data, typ, ("data",))
+        elif swept:
+            _copy_shared(swept[0], typ, ("data",))
+            if (out / f"seedmodel-{seed}" / "DONE").exists():  # trained ahead: --seed-models
+                _copy_shared(out / f"seedmodel-{seed}", typ, ("seed",))
         run_config(typ, corpus, [*sets, f"random_seed={seed}", *VARIANTS["typology8"]],
                    f"seed {seed} typology8")
-        tf = out / f"seed{seed}-tfidf8"
+        runs.setdefault(str(seed), {})["typology8"] = _rel(typ)
+        if seed == 0:
+            done["seed0_valid"] = validation_loss(typ)
+        _save(done)
+    if 0 in seed_list:
+        exp = out / "seed0-typology8-exposure"
+        _copy_shared(out / "seed0-typology8", exp, ("data", "seed", "dense"))
+        run_config(exp, corpus, [*sets, "random_seed=0", *VARIANTS["typology8"], *EXPOSURE],
+                   "seed 0 typology8, exposure-matched budgets")
+        runs["0"]["typology8_exposure"] = _rel(exp)
+        _save(done)
+    for seed in seed_list:
+        typ, tf = out / f"seed{seed}-typology8", out / f"seed{seed}-tfidf8"
         _copy_shared(typ, tf, ("data", "seed", "dense"))
         run_config(tf, corpus, [*sets, f"random_seed={seed}", *VARIANTS["tfidf8"]],
                    f"seed {seed} tfidf8")
-        runs[str(seed)] = {"typology8": _rel(typ),
-                           "tfidf8": _rel(tf)}
-        _save({"sweep": record, "chosen": chosen, "seeds": runs})
+        runs[str(seed)]["tfidf8"] = _rel(tf)
+        _save(done)
     return runs
+
+
+def seed_models(corpus: str, out: Path, seed_list: list[int]) -> None:
+    """Train the seed models of seeds other than 0 ahead, each in ``OUT/seedmodel-<seed>``
+    (prepare and seed only; the seed does not read ``train.*``), so that a second process
+    (1 thread) fills the core the main one leaves idle while it trains a seed or evaluates.
+    ``seeds`` copies a finished one (``DONE``) into the seed's run."""
+    from xelm.cli import main as xelm
+
+    data = out / f"sweep-lr{float(DEFAULT_LRS[0]):g}" / "data"
+    while not (data / "prepare.json").exists():  # the main process prepares the data
+        time.sleep(30)
+    for seed in seed_list:
+        run = out / f"seedmodel-{seed}"
+        if seed == 0 or (run / "DONE").exists():
+            continue
+        if not (run / "data").exists():
+            shutil.copytree(data, run / "data")
+        sets = ["--out", str(run), "--set", f"corpus.path={corpus}", "--set", f"random_seed={seed}"]
+        for item in BASE:
+            sets += ["--set", item]
+        for verb in ("prepare", "seed"):  # prepare finds the copied data finished
+            if xelm([verb, str(ROOT / "configs" / "bench-real16.yaml"), *sets]) != 0:
+                raise SystemExit(f"seed model {seed} failed; see {run / 'xelm.log'}")
+        (run / "DONE").write_text("seed stage finished\n")
 
 
 def _rel(path: Path) -> str:
@@ -165,14 +227,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default=str(ROOT.parent / "shared" / "corpus"))
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-evidence"))
-    parser.add_argument("--lrs", default="0.003,0.0015,0.006")
+    parser.add_argument("--lrs", default=",".join(DEFAULT_LRS))
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--only", choices=("sweep", "seeds"))
+    parser.add_argument("--only", choices=("sweep", "seeds", "seed-models"),
+                        help="seed-models: only train the seed models of seeds > 0, ahead "
+                             "(run beside the main command, 1 thread)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra override for every run (e.g. smaller budgets for a smoke test)")
     args = parser.parse_args()
     BASE.extend(args.set)
     out = Path(args.out)
+    if args.only == "seed-models":
+        seed_models(args.corpus, out, [int(s) for s in args.seeds.split(",")])
+        return
     record = sweep(args.corpus, out, [float(x) for x in args.lrs.split(",")])
     chosen = choose(record)
     _save({"sweep": record, "chosen": chosen})
