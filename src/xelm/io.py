@@ -66,3 +66,13 @@ def cached_json(path: str | Path, compute, key: Any = None) -> Any:
     result = compute()
     write_json(path, {"key": key, "value": result})
     return result
+
+
+def progress(iterable=None, *, disable: bool = False, **kwargs):
+    """A ``tqdm`` progress bar shown only on a terminal: redirected to a file (a batch job,
+    ``nohup``), bars would write carriage-return lines; the log lines say it all there."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=disable or not sys.stderr.isatty(), **kwargs)

@@ -96,11 +96,11 @@ class TfidfRouter:
     def distances(self, texts: Sequence[str], batch_size: int = 2048,
                   progress: bool = False) -> np.ndarray:
         """Squared Euclidean distances ``[n, k]`` from each text to each centroid."""
-        from tqdm.auto import tqdm
+        from xelm.io import progress
 
         starts = range(0, len(texts), batch_size)
         parts = [self._distances_of(self.transform(texts[s:s + batch_size]))
-                 for s in tqdm(starts, desc="tf-idf routing", unit="batch", disable=not progress)]
+                 for s in progress(starts, desc="tf-idf routing", unit="batch", disable=not progress)]
         return np.concatenate(parts) if parts else np.zeros((0, self.k))
 
     def route(self, texts: Sequence[str]) -> np.ndarray:
@@ -373,10 +373,10 @@ def _pick(batches: Iterable[Sequence[str]], sample: np.ndarray, n: int) -> list[
 def _route(router: TfidfRouter, batches: Iterable[Sequence[str]], sample: np.ndarray,
            fitted: np.ndarray, n: int, batch_size: int, progress: bool):
     """``[b, k]`` distances of consecutive documents, in order (the sample's: ``fitted``)."""
-    from tqdm.auto import tqdm
+    from xelm.io import progress
 
     start = 0
-    with tqdm(total=n - len(sample), desc="tf-idf routing", unit="doc",
+    with progress(total=n - len(sample), desc="tf-idf routing", unit="doc",
               disable=not progress) as bar:
         for batch in batches:
             for s in range(0, len(batch), batch_size):

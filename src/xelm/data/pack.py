@@ -41,9 +41,9 @@ def pack_all(sources: dict[str, Source], scan: dict, spec: TokenizerSpec, worker
 
 
 def _progress(total: int):
-    from tqdm.auto import tqdm
+    from xelm.io import progress
 
-    return tqdm(total=total, desc="tokenising", unit="B", unit_scale=True)
+    return progress(total=total, desc="tokenising", unit="B", unit_scale=True)
 
 
 def pack_language(source: Source, count: int, encoder: ChunkEncoder, data_dir: Path,

@@ -163,9 +163,9 @@ class UnlabelledSorter:
                                                   for s in self.size.values())
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        from tqdm.auto import tqdm
+        from xelm.io import progress
 
-        with tqdm(desc="language identification", unit="doc") as bar:
+        with progress(desc="language identification", unit="doc") as bar:
             for file in self.files:
                 batch: list[str] = []
                 for doc in read_docs(file):

@@ -30,13 +30,12 @@ def score_languages(cfg: Config, streams: dict, scorer_for, desc: str) -> dict:
     """``{lang: metrics}`` of ``streams`` (``{lang: (tokens, bytes)}``);
     ``scorer_for(lang)(ids, rows)`` gives the target log-probs of a batch of blocks."""
     import torch
-    from tqdm.auto import tqdm
-
     from xelm.evaluate.perplexity import metrics, stream_nll
+    from xelm.io import progress
 
     out = {}
     with torch.inference_mode():
-        for lang, (tokens, nbytes) in tqdm(streams.items(), desc=desc, unit="lang", leave=False):
+        for lang, (tokens, nbytes) in progress(streams.items(), desc=desc, unit="lang", leave=False):
             nll, count = stream_nll(scorer_for(lang), tokens, cfg.model.context,
                                     cfg.eval.batch_size)
             out[lang] = metrics(nll, count, nbytes)

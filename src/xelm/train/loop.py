@@ -207,7 +207,7 @@ def run_job(job: TrainJob, progress: bool = True) -> dict:
 
 
 def _train(job: TrainJob, progress: bool) -> dict:
-    from tqdm.auto import tqdm
+    from xelm.io import progress as progress_bar
 
     acc = _accelerator(job)
     total = job.steps(acc.num_processes)
@@ -220,8 +220,8 @@ def _train(job: TrainJob, progress: bool) -> dict:
         acc.init_trackers(job.name)
     validation = Validation(job)
     tokens_per_step = per_rank * job.seq_len * world
-    bar = tqdm(total=total, initial=start, desc=f"train {job.name}", unit="step",
-               disable=not (progress and acc.is_main_process and _terminal()), dynamic_ncols=True)
+    bar = progress_bar(total=total, initial=start, desc=f"train {job.name}", unit="step",
+                       disable=not (progress and acc.is_main_process), dynamic_ncols=True)
     model.train()
     t0, wall = time.perf_counter(), history.get("wall_s", 0.0)
     t_log, step_log = time.perf_counter(), start
@@ -379,13 +379,6 @@ def _peak_memory_bytes() -> int:
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _terminal() -> bool:
-    """Progress bars only on a terminal: redirected to a file, the log lines say it all."""
-    import sys
-
-    return sys.stderr.isatty()
 
 
 def _finish(job: TrainJob, model, ledger: dict, weights: dict | None = None) -> None:
