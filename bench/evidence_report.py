@@ -2,7 +2,8 @@
 on realistic streams, and token exposure, from the runs ``bench/evidence.py`` trained.
 
 For every finished seed of each variant (``--train-json``: ``seeds`` -> seed ->
-``typology8``/``tfidf8`` run directory), every test document is scored by dense and by
+``typology8``/``typology8_exposure``/``tfidf8`` run directory; the exposure-matched
+variant, expert budgets proportional to their group's data share, has seed 0 only), every test document is scored by dense and by
 each x-ELM method (cached per run in ``RUN/eval/docs-*.json``, keyed like ``xelm eval``'s
 scores), in three settings (:mod:`xelm.evaluate.streams`): ``stream`` (the evaluation's
 own layout: its totals are ``results.json``'s), ``reset`` (each document alone) and
@@ -37,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-VARIANTS = ("typology8", "tfidf8")
+VARIANTS = ("typology8", "typology8_exposure", "tfidf8")
 LABEL_FREE = ("ensemble_posterior", "ensemble_posterior_context", "top1_langid",
               "ensemble_tfidf", "top1_tfidf")
 
