@@ -12,7 +12,7 @@ The model is XGLM-564M's architecture (d_model 1024, 24 layers, 16 heads, FFN 40
   machine barely changes: with 1 thread, CPU seconds ~ the step's time on an idle core);
 * the peak RSS of this process during training (the loop's ledger: ``ru_maxrss`` before
   the final save) and over the whole run including the save;
-* the estimate of ``xelm plan`` (:func:`xelm.plan.peak_memory_bytes`) for the same shape,
+* the estimate of ``xelm plan`` (:func:`xelm.pipeline.plan.peak_memory_bytes`) for the same shape,
   batch, micro-batches and checkpointing, and its ratio to the measured training peak
   (target: within 25%).
 
@@ -69,7 +69,7 @@ def run(shape: dict, steps: int, batch: int, accum: int, context: int, checkpoin
     import torch
     from transformers import AutoConfig
 
-    from xelm.plan import peak_memory_bytes
+    from xelm.pipeline.plan import peak_memory_bytes
     from xelm.train.loop import TrainJob, run_job
 
     shard = work / "tokens.bin"

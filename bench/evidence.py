@@ -73,7 +73,7 @@ def validation_loss(run: Path) -> dict:
 
     from xelm.config import from_dict
     from xelm.data.packing import Shard, shard_path
-    from xelm.evaluate.stage import LazyExperts, method_scorer, score_languages
+    from xelm.evaluate.scoring import LazyExperts, method_scorer, score_languages
     from xelm.experts.store import load_causal_lm
     from xelm.infer.mixture import target_logprobs
     from xelm.io import cached_json, read_json

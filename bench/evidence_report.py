@@ -139,7 +139,8 @@ def document_scores(run: Path, order_seed: int, span: bool) -> dict:
     import torch
 
     from xelm.evaluate import streams as st
-    from xelm.evaluate.stage import _langid_weigher, _tfidf_weigher, score_key
+    from xelm.evaluate.scoring import langid_weigher as _langid_weigher, score_key
+    from xelm.evaluate.scoring import tfidf_weigher as _tfidf_weigher
     from xelm.experts.manifest import ExpertSet
     from xelm.experts.store import load_causal_lm
     from xelm.io import cached_json, read_json, write_json
@@ -184,7 +185,7 @@ def consistency(run: Path, stream: dict) -> float | None:
     """Largest relative difference between the per-document sums of the ``stream``
     setting and the NLL ``xelm eval`` cached (``RUN/eval/<model>.json``) for the same
     test tokens; None when no such cache exists."""
-    from xelm.evaluate.stage import stream_hashes
+    from xelm.evaluate.scoring import stream_hashes
     from xelm.evaluate.streams import language_metrics
     from xelm.io import read_json
 
@@ -208,7 +209,7 @@ def exposure(run: Path) -> dict:
     import yaml
 
     from xelm.io import read_json
-    from xelm.stages import language_weights
+    from xelm.train.jobs import language_weights
 
     cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     alpha = cfg["train"]["alpha"]

@@ -52,7 +52,7 @@ def test_streams(run: Path, cfg) -> dict:
 
 def score(cfg, streams: dict, model, desc: str) -> dict:
     """Per-language perplexity of one model (``evaluate.stage.score_languages``)."""
-    from xelm.evaluate.stage import score_languages
+    from xelm.evaluate.scoring import score_languages
     from xelm.infer.mixture import target_logprobs
 
     out = score_languages(cfg, streams, lambda lang: lambda ids, rows: target_logprobs(model, ids),
@@ -88,7 +88,7 @@ def dense_plus(run: Path, cfg, tokens: int) -> Path:
     from xelm.data.packing import shard_path
     from xelm.io import read_json
     from xelm.outputs import claim_out_dir
-    from xelm.stages import language_weights
+    from xelm.train.jobs import language_weights
     from xelm.train.loop import TrainJob, run_job
 
     info = read_json(run / "data" / "prepare.json")

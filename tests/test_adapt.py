@@ -10,8 +10,9 @@ import time
 import pytest
 
 from xelm_testing import tiny_args
-from xelm.adapt import (AdaptError, adapt, choose_parents, expert_perplexities, lapt_budget,
-                        new_languages)
+from xelm.allocate.parents import choose_parents
+from xelm.evaluate.adapt import expert_perplexities
+from xelm.pipeline.adapt import AdaptError, adapt, lapt_budget, new_languages
 from xelm.cli import main
 from xelm.config import load
 from xelm.experts.store import sha256_file
@@ -218,7 +219,7 @@ def test_perplexity_selection_and_an_explicit_budget(adapted, tmp_path):
 def test_lapt_baselines_give_every_new_language_the_experts_budget(adapted):
     """Dense and seed LAPT sample the new languages uniformly (not by data share), so each
     language gets in expectation the tokens its new expert trains on."""
-    from xelm.adapt import _jobs, load_run, read_record
+    from xelm.pipeline.adapt import call_jobs, load_run
     from xelm.experts.manifest import read_manifest
 
     out, _ = adapted
@@ -229,7 +230,7 @@ def test_lapt_baselines_give_every_new_language_the_experts_budget(adapted):
     call = {"languages": langs, "tokens": 4096,
             "experts": {lang: f"{parent}+{lang}" for lang in langs},
             "parents": {lang: {"parent": parent} for lang in langs}}
-    jobs = _jobs(load_run(rd), rd, read_record(rd), "+".join(langs), call, manifest)
+    jobs = call_jobs(load_run(rd), rd, "+".join(langs), call, manifest)
     baselines = [j for j in jobs if j.name.split(".")[0] in ("dense-lapt", "seed-lapt")]
     assert len(baselines) == 2
     for job in baselines:
@@ -241,7 +242,7 @@ def test_lapt_baselines_give_every_new_language_the_experts_budget(adapted):
 def test_average_selection_branches_from_the_mean_of_all_experts(adapted, tmp_path):
     from safetensors.torch import load_file
 
-    from xelm.adapt import _jobs, load_run, read_record
+    from xelm.pipeline.adapt import call_jobs, load_run, read_record
     from xelm.experts.manifest import ExpertSet, read_manifest
     from xelm.report.adapt import markdown_section
 
@@ -264,7 +265,7 @@ def test_average_selection_branches_from_the_mean_of_all_experts(adapted, tmp_pa
     assert "average+qad" in ExpertSet.load(out).names
     rd = RunDir(out)
     call = read_record(rd)["calls"]["qad"]
-    job = _jobs(load_run(rd), rd, read_record(rd), "qad", call, manifest)[0]
+    job = call_jobs(load_run(rd), rd, "qad", call, manifest)[0]
     assert (job.name, job.init_dir) == ("average+qad", out / "adapt" / "qad" / "average")
     assert "parameter average of all experts" in markdown_section(res)
     # results of an earlier version, without the posterior-ensemble score, still render

@@ -82,6 +82,18 @@ def test_stage_without_its_prerequisite_says_what_to_run(tmp_path, capsys):
     assert "needs 'prepare' first" in capsys.readouterr().err
 
 
+def test_allocate_needs_only_the_prepared_data(tmp_path, capsys):
+    """Neither typology nor TF-IDF allocation reads the seed: allocate runs right after
+    prepare, and train still asks for the seed."""
+    out = tmp_path / "run"
+    assert main(["prepare", *tiny_args(out)]) == 0
+    assert main(["allocate", *tiny_args(out)]) == 0
+    assert capsys.readouterr().out.startswith("e0:")
+    assert (out / "allocation.json").is_file() and not (out / "seed").exists()
+    assert main(["train", *tiny_args(out)]) == 2
+    assert "stage 'train' needs 'seed' first" in capsys.readouterr().err
+
+
 def test_changed_config_is_refused(finished_run, capsys):
     assert main(["run", *tiny_args(finished_run, "train.tokens=48000")]) == 2
     err = capsys.readouterr().err

@@ -8,7 +8,7 @@ import logging
 import sys
 from contextlib import contextmanager
 
-STAGES = ("prepare", "seed", "allocate", "train", "eval", "report")
+from xelm.pipeline import STAGES  # the stages of `xelm run`, in order
 
 
 def _context(args, name: str):
@@ -16,11 +16,12 @@ def _context(args, name: str):
     from pathlib import Path
 
     from xelm import config as cfgmod
+    from xelm.rundir import RunDir
 
     cfg = cfgmod.load(args.config, args.set, out_dir=args.out)
     root = Path(cfg.out_dir)
     args.run_root = root  # where a failure's traceback is logged
-    if name not in ("run", "prepare") and not (root / "config.yaml").is_file():
+    if name not in ("run", "prepare") and not RunDir(root).config_yaml.is_file():
         raise _usage(f"no run in {root}: stage '{name}' needs 'prepare' first: run `xelm "
                      "prepare CONFIG` (same --out/--set), or `xelm run CONFIG` for everything")
     return cfg, root
@@ -48,10 +49,10 @@ def _open_run(args, name: str):
 
 
 def _require(rd, stage: str) -> None:
-    marks = {"prepare": rd.data / "prepare.json", "seed": rd.seed / "train_state.json",
-             "allocate": rd.allocation, "train": rd.root / "xelm.json", "eval": rd.results}
-    for before in STAGES[:STAGES.index(stage)]:
-        if not marks[before].is_file():
+    from xelm.pipeline import NEEDS, done
+
+    for before in NEEDS[stage]:
+        if not done(rd, before):
             raise _usage(f"stage '{stage}' needs '{before}' first: run `xelm {before} CONFIG` "
                          "(same --out/--set), or `xelm run CONFIG` for everything")
 
@@ -61,12 +62,9 @@ class _usage(ValueError):
 
 
 def _stage(name: str, cfg, rd):
-    from xelm import stages
-    from xelm.evaluate.stage import evaluate
-    from xelm.report.stage import report
+    from xelm.pipeline import stage_function
 
-    fn = {"prepare": stages.prepare, "seed": stages.seed, "allocate": stages.allocate,
-          "train": stages.train, "eval": evaluate, "report": report}[name]
+    fn = stage_function(name)
     with rd.timed(name):
         return fn(cfg, rd)
 
@@ -83,7 +81,7 @@ def cmd_run(args) -> int:
         for name in STAGES:
             out = _stage(name, cfg, rd)
     print(out)
-    print(f"\nreport: {rd.root / 'report.md'}")
+    print(f"\nreport: {rd.report_md}")
     return 0
 
 
@@ -122,7 +120,8 @@ def _downstream(cfg, rd) -> None:
     from xelm.extras import require
 
     require("lm_eval", "xelm eval --downstream")
-    from xelm.evaluate.downstream import downstream, markdown_section
+    from xelm.pipeline.downstream import downstream
+    from xelm.report.downstream import markdown_section
 
     with rd.timed("downstream"):
         print(markdown_section(downstream(cfg, rd)))
@@ -218,7 +217,7 @@ def cmd_plan(args) -> int:
     estimated wall time from a few steps measured on this machine; a warning where the
     regime map found no gain."""
     from xelm import config as cfgmod
-    from xelm.plan import format_plan, plan_run
+    from xelm.pipeline.plan import format_plan, plan_run
 
     plan = plan_run(cfgmod.load(args.config, args.set, out_dir=args.out),
                     measure=not args.no_measure)
@@ -262,12 +261,12 @@ def cmd_adapt(args) -> int:
     and report.md. Resumable; a finished call is not repeated."""
     from pathlib import Path
 
-    from xelm.adapt import adapt
+    from xelm.pipeline.adapt import adapt
     from xelm.report.adapt import markdown_section
-    from xelm.rundir import run_lock
+    from xelm.rundir import RunDir, run_lock
 
     args.run_root = Path(args.run)
-    if not (args.run_root / "config.yaml").is_file():
+    if not RunDir(args.run_root).config_yaml.is_file():
         raise _usage(f"{args.run} is not an xelm run directory (no config.yaml): give the "
                      "folder of a finished `xelm run`")
     with run_lock(args.run_root, "adapt"):
@@ -355,6 +354,8 @@ def _count(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from xelm.methods import method_help
+
     parser = argparse.ArgumentParser(prog="xelm", description="Cross-lingual expert language models (x-BTM).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     parser.add_argument("--version", action="version", version=f"xelm {_version()}")
@@ -435,8 +436,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help=cmd_generate.__doc__, description=cmd_generate.__doc__)
     p.add_argument("run", help="run directory")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--method", default="ensemble_posterior",
-                   help="top1 | top1_langid (the prompt's detected language) | ensemble | ensemble_posterior | product_of_experts")
+    p.add_argument("--method", default="ensemble_posterior", help=method_help())
     p.add_argument("--lang", help="language code (routes top1 to that language's expert)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
             args.set.append(f"{key}={json.dumps(getattr(args, option))}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers"):
+    for noisy in ("httpx", "urllib3", "filelock", "datasets", "transformers", "tensorboard"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("matplotlib").setLevel(logging.ERROR)  # "building the font cache"
     if sys.stderr.isatty():  # the progress bar shows what the per-step log lines say

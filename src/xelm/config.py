@@ -16,6 +16,8 @@ import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, ValidationError,
                       model_validator)
 
+from xelm.methods import EVAL_METHODS
+
 
 class ConfigError(ValueError):
     """A configuration problem the user must fix; the message says how."""
@@ -340,11 +342,7 @@ class HMRConfig(_Section):
         return [1 / len(self.rounds)] * len(self.rounds) if self.rounds else []
 
 
-EVAL_METHODS = ("top1", "top1_langid", "ensemble", "ensemble_posterior",
-                "ensemble_posterior_context", "ensemble_tfidf", "top1_tfidf", "product_of_experts")
-EvalMethod = Literal["top1", "top1_langid", "ensemble", "ensemble_posterior",
-                     "ensemble_posterior_context", "ensemble_tfidf", "top1_tfidf",
-                     "product_of_experts"]
+EvalMethod = Literal[EVAL_METHODS]  # the registry's names (xelm.methods)
 
 
 class EvalConfig(_Section):

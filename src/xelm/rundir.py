@@ -83,11 +83,11 @@ ARTIFACTS = {"data", "seed", "dense", "experts", "router", "allocation.json", "x
 def refuse_foreign(root: Path) -> None:
     """Refuse a non-empty folder that is not a run directory: a run never writes among
     files it did not make."""
-    if (root / "config.yaml").is_file() or not root.is_dir():
+    if RunDir(root).config_yaml.is_file() or not root.is_dir():
         return
     shown = sorted(p.name for p in root.iterdir() if not p.name.startswith(LOCK_NAME))
     parts = set(shown) <= ARTIFACTS and ("data" not in shown
-                                         or (root / "data" / "prepare.json").is_file())
+                                         or RunDir(root).prepare_json.is_file())
     if shown and not parts:
         raise RunDirError(f"{root} is not empty and is not an xelm run directory (it holds "
                           f"{', '.join(shown[:5])}{', ...' if len(shown) > 5 else ''}): "
@@ -109,15 +109,33 @@ class RunDir:
     root: Path
     moved_aside: Path | None = None  # where `open(force=True)` moved a run of another config
 
+    # Every artifact, named once (layout in DESIGN.md); stages and commands use these.
+    config_yaml = property(lambda self: self.root / "config.yaml")
     data = property(lambda self: self.root / "data")
-    tokenizer = property(lambda self: self.root / "data" / "tokenizer")
+    prepare_json = property(lambda self: self.data / "prepare.json")  # prepare's record
+    tokenizer = property(lambda self: self.data / "tokenizer")
+    synthetic = property(lambda self: self.data / "synthetic")  # the embedded corpus
+    adapt_json = property(lambda self: self.data / "adapt.json")  # `xelm adapt`'s record
     seed = property(lambda self: self.root / "seed")
+    seed_state = property(lambda self: self.seed / "train_state.json")
     dense = property(lambda self: self.root / "dense")
     experts = property(lambda self: self.root / "experts")
     allocation = property(lambda self: self.root / "allocation.json")
-    results = property(lambda self: self.root / "results.json")
-    plots = property(lambda self: self.root / "plots")
+    router = property(lambda self: self.root / "router")  # the TF-IDF router's folder
+    manifest = property(lambda self: self.root / "xelm.json")  # the expert set
     eval_cache = property(lambda self: self.root / "eval")
+    results = property(lambda self: self.root / "results.json")
+    report_md = property(lambda self: self.root / "report.md")
+    plots = property(lambda self: self.root / "plots")
+    tensorboard = property(lambda self: self.root / "tensorboard")
+    timing_json = property(lambda self: self.root / "timing.json")
+    log_file = property(lambda self: self.root / "xelm.log")
+    adapt_dir = property(lambda self: self.root / "adapt")  # one folder per adapt call
+    downstream = property(lambda self: self.root / "downstream")
+
+    def text(self, lang: str, split: str) -> Path:
+        """The documents of one language's split, one per line."""
+        return self.data / "text" / f"{lang}.{split}.txt"
 
     @classmethod
     def open(cls, cfg: Config, force: bool = False) -> "RunDir":
@@ -130,7 +148,7 @@ class RunDir:
         settings other than those in ``config.yaml``.
         """
         root = Path(cfg.out_dir)
-        saved = root / "config.yaml"
+        saved = cls(root).config_yaml
         new = cfg.model_dump(mode="json")
         aside, restarted, old = None, False, None
         if saved.is_file():
@@ -155,7 +173,7 @@ class RunDir:
         if restarted:  # the failed attempt's partial data was made with the other config
             shutil.rmtree(rd.data, ignore_errors=True)
         atomic_write_text(saved, cfg.to_yaml())
-        rd._log_to_file()
+        rd.log_to_file()
         if aside is not None:
             log.warning("moved the previous run to %s", aside)
         if restarted:
@@ -166,11 +184,11 @@ class RunDir:
 
     def started(self) -> bool:
         """Has any stage finished here? (``prepare`` is the first, and every other needs it.)"""
-        return (self.data / "prepare.json").is_file()
+        return self.prepare_json.is_file()
 
     def drop_stale_results(self) -> None:
         """Remove ``results.json`` and ``report.md`` made under other ``eval.*`` settings."""
-        stale = [p for p in (self.results, self.root / "report.md") if p.is_file()]
+        stale = [p for p in (self.results, self.report_md) if p.is_file()]
         for path in stale:
             path.unlink()
         if stale:
@@ -179,11 +197,11 @@ class RunDir:
                         "`xelm eval --downstream` add their sections again",
                         " and ".join(p.name for p in stale))
 
-    def _log_to_file(self) -> None:
+    def log_to_file(self) -> None:
         """Log to this run's ``xelm.log`` only: a process that opens several run
         directories (tests, notebooks) must not write one run's messages into another's
         log, nor keep writing into a log that ``--force`` moved aside."""
-        path = str((self.root / "xelm.log").resolve())
+        path = str(self.log_file.resolve())
         for old in [h for h in log.handlers if getattr(h, "_xelm_run_log", False)]:
             log.removeHandler(old)
             old.close()
@@ -202,13 +220,12 @@ class RunDir:
             self._add_time(stage, time.perf_counter() - start)
 
     def _add_time(self, stage: str, seconds: float) -> None:
-        path = self.root / "timing.json"
-        timing = read_json(path) if path.is_file() else {}
+        timing = self.timing()
         timing[stage] = round(timing.get(stage, 0.0) + seconds, 2)
-        write_json(path, timing)
+        write_json(self.timing_json, timing)
 
     def timing(self) -> dict:
-        path = self.root / "timing.json"
+        path = self.timing_json
         return read_json(path) if path.is_file() else {}
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from xelm_testing import cli_fails, tiny_args
 from xelm.cli import main
-from xelm.data.langid import LanguageDetector, read_unlabelled
+from xelm.data.langid import LanguageDetector
+from xelm.data.sources import read_unlabelled
 from xelm.data.readers import CorpusError
 
 SENTENCES = {
@@ -76,7 +77,7 @@ def test_top1_langid_refused_on_the_synthetic_corpus(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_top1_langid_routes_each_block_to_its_language_expert(tmp_path, corpus_dir):
-    from xelm.evaluate.stage import _langid_weigher
+    from xelm.evaluate.scoring import langid_weigher
     from xelm.experts.manifest import ExpertSet
 
     out = tmp_path / "run"
@@ -88,7 +89,7 @@ def test_top1_langid_routes_each_block_to_its_language_expert(tmp_path, corpus_d
     es = ExpertSet.load(out)
     for lang in results["languages"]:
         text = (out / "data" / "text" / f"{lang}.test.txt").read_text(encoding="utf-8")
-        log_w = _langid_weigher(text.splitlines(), es)
+        log_w = langid_weigher(text.splitlines(), es)
         assert (log_w.argmax(0) == es.index(es.expert_for_language(lang))).all()
         assert (log_w.max(0).values == 0).all()  # all weight on one expert
         assert results["perplexity"]["xelm_top1_langid"][lang] > 1

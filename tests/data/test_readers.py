@@ -383,9 +383,9 @@ def test_named_languages_ignore_a_duplicate_of_another_language(folder_with_note
 
 def test_language_files_lists_languages_beside_notes(folder_with_notes):
     """What `xelm adapt` lists as a corpus folder's languages (it names the ones to add)."""
-    from xelm.data.readers import _language_files
+    from xelm.data.files import language_files
 
-    files = _language_files(folder_with_notes)
+    files = language_files(folder_with_notes)
     assert {lang: path.name for lang, path in files.items()} == {"de": "de.txt", "en": "en.txt"}
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from xelm.config import load
-from xelm.evaluate.stage import PRIOR_FLOOR, _posterior_context_scorer
+from xelm.evaluate.scoring import PRIOR_FLOOR, posterior_context_scorer
 from xelm.experts.manifest import ExpertSet
 from xelm.infer.mixture import score_targets, target_logprobs
 
@@ -26,7 +26,7 @@ def test_posterior_context_prior_is_the_posterior_after_the_previous_block(run_d
     cfg = load(None, ["model.context=8", "eval.batch_size=2"])
     # 5 blocks of 8 predictions and a last, partial one of 4
     tokens = np.random.default_rng(0).integers(1, 60, size=45)
-    score = _posterior_context_scorer(cfg, _Loaded(es), {"qa0": (tokens, 100)})("qa0")
+    score = posterior_context_scorer(cfg, _Loaded(es), {"qa0": (tokens, 100)})("qa0")
     blocks = [tokens[s:s + 9] for s in range(0, 44, 8)]
     models = [es.models[n] for n in es.names]
     with torch.inference_mode():

@@ -199,7 +199,7 @@ def test_downstream_adds_results_and_report(setup, tmp_path):
 
     from xelm.cli import _parser
     from xelm.config import Config
-    from xelm.evaluate.downstream import downstream
+    from xelm.pipeline.downstream import downstream
     from xelm.rundir import RunDir
 
     assert _parser().parse_args(["eval", "c.yaml", "--downstream"]).downstream

@@ -11,7 +11,7 @@ import torch
 
 from xelm.config import load
 from xelm.evaluate.perplexity import stream_blocks
-from xelm.evaluate.stage import PRIOR_FLOOR, LazyExperts, method_scorer, score_languages
+from xelm.evaluate.scoring import PRIOR_FLOOR, LazyExperts, method_scorer, score_languages
 from xelm.evaluate.streams import (StreamError, gaps_to, interleaved_order, label_free_scores,
                                    language_metrics, language_switches, stream_scores)
 from xelm.experts.manifest import ExpertSet
@@ -73,7 +73,7 @@ def _tfidf_run(run_dir, es, docs):
 
 
 def test_stream_layout_reproduces_xelm_eval(run_dir, es):
-    from xelm.evaluate.stage import _tfidf_weigher
+    from xelm.evaluate.scoring import tfidf_weigher
     from xelm.rundir import RunDir
 
     docs = _docs()
@@ -82,7 +82,7 @@ def test_stream_layout_reproduces_xelm_eval(run_dir, es):
     rd, streams = RunDir(run_dir), {lang: (t, 100) for lang, (t, _) in docs.items()}
     methods = ["top1", "ensemble", "ensemble_posterior", "ensemble_posterior_context",
                "ensemble_tfidf", "top1_tfidf"]
-    weighers = {m: _tfidf_weigher(cfg, rd, m) for m in ("ensemble_tfidf", "top1_tfidf")}
+    weighers = {m: tfidf_weigher(cfg, rd, m) for m in ("ensemble_tfidf", "top1_tfidf")}
     mine = stream_scores(es, docs, context=CONTEXT, batch_size=2, methods=methods,
                          weighers=weighers)["stream"]
     with torch.inference_mode():

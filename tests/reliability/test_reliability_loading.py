@@ -143,7 +143,7 @@ def test_bin_only_folder_is_refused_by_the_loader(bin_only_folder):
 def test_bin_only_base_model_is_refused_by_the_seed_stage(bin_only_folder, tmp_path):
     from xelm import config
     from xelm.rundir import RunDir
-    from xelm.stages import seed
+    from xelm.pipeline.seed import seed
 
     cfg = config.load(None, [f"model.base={bin_only_folder}"], out_dir=str(tmp_path / "run"))
     rd = RunDir.open(cfg)

@@ -1,5 +1,5 @@
 """``train.expert_budget: proportional``: the experts split the equal-budget total in
-proportion to their share of dense training (train/plan.py, stages._training_plan)."""
+proportion to their share of dense training (train/plan.py, xelm.train.jobs.training_plan)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 
 from xelm.config import ConfigError, load
-from xelm.stages import _training_plan, expert_budget, language_weights
+from xelm.train.jobs import expert_budget, language_weights, training_plan
 from xelm.train.plan import PlanError, group_shares, proportional_tokens
 
 STEP = 8 * 32  # train.batch_size x model.context below
@@ -49,8 +49,8 @@ def test_group_shares_by_hand():
 
 @pytest.mark.parametrize("alloc", [TYPOLOGY, TFIDF], ids=["typology", "tfidf"])
 def test_each_expert_gets_its_share_of_the_same_total(alloc):
-    equal = _training_plan(_cfg(), alloc, INFO)
-    prop = _training_plan(_cfg("train.expert_budget=proportional"), alloc, INFO)
+    equal = training_plan(_cfg(), alloc, INFO)
+    prop = training_plan(_cfg("train.expert_budget=proportional"), alloc, INFO)
     per_expert = expert_budget(_cfg(), 3)
     assert [e.tokens for e in equal.final] == [per_expert] * 3
     assert prop.dense_tokens == equal.dense_tokens == 3 * per_expert  # 780 steps of 256
@@ -64,7 +64,7 @@ def test_each_expert_gets_its_share_of_the_same_total(alloc):
 
 @pytest.mark.parametrize("alpha", [1.0, 0.5])
 def test_every_language_sees_as_many_tokens_from_its_expert_as_from_dense(alpha):
-    plan = _training_plan(_cfg("train.expert_budget=proportional", f"train.alpha={alpha}"),
+    plan = training_plan(_cfg("train.expert_budget=proportional", f"train.alpha={alpha}"),
                           TYPOLOGY, INFO)
     dense = language_weights(COUNTS, alpha)
     for e in plan.final:
@@ -77,7 +77,7 @@ def test_refusals():
     with pytest.raises(PlanError, match="e2 .* less than one batch"):
         proportional_tokens({"e0": 0.9, "e1": 0.099, "e2": 0.001}, 100, STEP)
     with pytest.raises(PlanError, match="for flat x-BTM"):
-        _training_plan(_cfg("train.expert_budget=proportional", "hmr.rounds=[2,3]", "allocate.experts=3"), TYPOLOGY,
+        training_plan(_cfg("train.expert_budget=proportional", "hmr.rounds=[2,3]", "allocate.experts=3"), TYPOLOGY,
                        INFO)
     with pytest.raises(PlanError, match="no token count for TF-IDF experts"):
         group_shares({"method": "tfidf", "experts": {"e0": {"languages": ["a"]}}}, {})

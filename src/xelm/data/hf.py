@@ -97,7 +97,7 @@ def _rows(dataset, field: str, where: str, keyed: bool) -> Iterator[Record]:
 def read_hf(cfg: CorpusConfig,
             keyed: bool = False) -> dict[str, tuple[list[str], list[str] | None]]:
     """(documents, keys) of every language: one ``datasets.load_dataset`` each."""
-    from xelm.data.readers import check_nonempty, split_records
+    from xelm.data.files import check_nonempty, split_records
 
     out = {}
     for item in hf_languages(cfg):

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from pathlib import Path
 
-from xelm.data.readers import CorpusError
+from xelm.data.errors import CorpusError
 
 # Detection looks at a document's first characters only: enough for any language, and it
 # keeps very long documents from dominating the time.
@@ -105,27 +104,3 @@ class LanguageDetector:
 def detector_for(languages: tuple[str, ...]) -> LanguageDetector:
     """A routing detector (``closed=True``) for these languages, built once per process."""
     return LanguageDetector(languages)
-
-
-# ------------------------------------------------------------------ unlabelled corpora
-
-def read_unlabelled(path: str | Path, languages: Sequence[str],
-                    max_bytes: int | None = None) -> tuple[dict[str, list[str]], dict[str, int]]:
-    """Sort the documents of ``path`` (a .txt/.jsonl/.parquet file, or a directory of them,
-    file names carrying no meaning) into ``languages`` by detected language.
-
-    Returns ``({language: documents}, counts)``: counts has every language's documents kept
-    plus ``"other"`` (identified as a language not listed) and ``"undetected"`` (no
-    letters, or too ambiguous to call), which are dropped. A language stops taking documents at ``max_bytes``
-    UTF-8 bytes; reading stops once every language is full. A listed language that gets
-    no document is an error naming what was detected instead.
-    """
-    from xelm.data.sources import UnlabelledSorter  # the one implementation (streamed)
-
-    sorter = UnlabelledSorter(path, list(languages), max_bytes)
-    out: dict[str, list[str]] = {lang: [] for lang in languages}
-    for lang, doc in sorter:
-        out[lang].append(doc)
-    sorter.check()
-    return out, sorter.counts
-

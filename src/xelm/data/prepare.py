@@ -228,7 +228,7 @@ def _scan_language(source: Source, splitter: KeyedSplit | None,
                    seed: int) -> tuple[int, int]:
     """Count one language's documents; with ``splitter`` (by_key) collect its keys, or
     its documents' text ranks when it has none."""
-    from xelm.data.readers import check_nonempty, some_keys_missing, warn_no_keys
+    from xelm.data.files import check_nonempty, some_keys_missing, warn_no_keys
 
     keyed = splitter is not None
     ids, ranks, missing, first = array("q"), array("Q"), 0, -1

@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,7 +58,7 @@ def open_sources(cfg: CorpusConfig, synthetic_dir: Path | None, spool_dir: Path,
                  keyed: bool = False) -> dict[str, Source]:
     """The languages of ``cfg`` in corpus order, spooling HF and unlabelled ones first."""
     from xelm.data.formats import no_keys_reason
-    from xelm.data.readers import select_files
+    from xelm.data.files import select_files
 
     if cfg.source == "hf":
         return _hf_sources(cfg, spool_dir, keyed)
@@ -97,7 +97,7 @@ class SpoolWriter:
 
 def _hf_sources(cfg: CorpusConfig, spool_dir: Path, keyed: bool) -> dict[str, Source]:
     from xelm.data.hf import NO_KEYS, hf_languages, hf_records
-    from xelm.data.readers import check_nonempty
+    from xelm.data.files import check_nonempty
 
     out = {}
     for item in hf_languages(cfg):
@@ -214,3 +214,25 @@ def _pile_files(root: Path) -> list[Path]:
     if not files:
         raise CorpusError(f"{root} holds no .txt, .jsonl or .parquet file of documents")
     return files
+
+
+# ------------------------------------------------------------------ unlabelled corpora
+
+def read_unlabelled(path: str | Path, languages: Sequence[str],
+                    max_bytes: int | None = None) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Sort the documents of ``path`` (a .txt/.jsonl/.parquet file, or a directory of them,
+    file names carrying no meaning) into ``languages`` by detected language.
+
+    Returns ``({language: documents}, counts)``: counts has every language's documents kept
+    plus ``"other"`` (identified as a language not listed) and ``"undetected"`` (no
+    letters, or too ambiguous to call), which are dropped. A language stops taking documents at ``max_bytes``
+    UTF-8 bytes; reading stops once every language is full. A listed language that gets
+    no document is an error naming what was detected instead.
+    """
+    sorter = UnlabelledSorter(path, list(languages), max_bytes)
+    out: dict[str, list[str]] = {lang: [] for lang in languages}
+    for lang, doc in sorter:
+        out[lang].append(doc)
+    sorter.check()
+    return out, sorter.counts
+

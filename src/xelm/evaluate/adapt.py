@@ -1,7 +1,7 @@
 """Scoring an ``xelm adapt`` call: every model on the new languages, forgetting on the old.
 
 Scores are cached per model under ``adapt/<key>/eval/``, keyed like the eval stage's
-(:func:`xelm.evaluate.stage.score_key`), so an interrupted evaluation resumes and changed
+(:func:`xelm.evaluate.scoring.score_key`), so an interrupted evaluation resumes and changed
 eval settings or weights are scored again; ``evaluate_call`` assembles the call's ``results.json["adapt"]``.
 """
 
@@ -10,12 +10,16 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from xelm.adapt import BASELINES, NEW_MODELS, language_streams, tokens_per_byte
 from xelm.config import Config
-from xelm.evaluate.stage import (LazyExperts, eval_settings, method_scorer, score_key,
-                                 score_languages)
+from xelm.evaluate.scoring import (LazyExperts, eval_settings, language_streams, method_scorer,
+                                   score_key, score_languages, single_scorer)
 from xelm.io import cached_json, read_json
 from xelm.rundir import RunDir
+
+# The LAPT baselines: results key -> folder under adapt/<key>/.
+BASELINES = {"dense_lapt": "dense-lapt", "seed_lapt": "seed-lapt"}
+# The models scored on the new languages, in the report's column order.
+NEW_MODELS = ("seed", "dense", "seed_lapt", "dense_lapt", "xelm_top1", "xelm_posterior")
 
 # The adapted set as one model on the new languages: every expert, new and old, weighted
 # by its posterior given the preceding block and the block's prefix (no language label).
@@ -25,18 +29,15 @@ POSTERIOR_METHOD = "ensemble_posterior_context"
 def _scores(cfg: Config, rd: RunDir, key: str, new: list[str], old: list[str]) -> dict:
     """Test-split metrics of every model: new languages for all, old ones for dense/x-ELM."""
     from xelm.experts.store import load_causal_lm
-    from xelm.infer.mixture import target_logprobs
 
     cap = cfg.eval.max_tokens_per_language
     streams_new = language_streams(rd, new, "test", cap)
     streams_all = language_streams(rd, old + new, "test", cap)
     folders = {"seed": rd.seed, "dense": rd.dense,
-               **{k: rd.root / "adapt" / key / v for k, v in BASELINES.items()}}
+               **{k: rd.adapt_dir / key / v for k, v in BASELINES.items()}}
 
     def single(name: str, folder: Path, streams: dict) -> dict:
-        model = load_causal_lm(folder)
-        return score_languages(cfg, streams,
-                               lambda lang: lambda ids, *_: target_logprobs(model, ids), name)
+        return score_languages(cfg, streams, single_scorer(load_causal_lm(folder)), name)
 
     experts = LazyExperts(rd)  # loaded once, only if an x-ELM score is not cached yet
 
@@ -44,7 +45,7 @@ def _scores(cfg: Config, rd: RunDir, key: str, new: list[str], old: list[str]) -
         return lambda: score_languages(cfg, streams, method_scorer(cfg, rd, experts, method,
                                                                    streams), name)
 
-    cache = rd.root / "adapt" / key / "eval"
+    cache = rd.adapt_dir / key / "eval"
     scores = {}
     for name, folder in folders.items():
         streams = streams_all if name in ("dense", "dense_lapt") else streams_new
@@ -57,6 +58,24 @@ def _scores(cfg: Config, rd: RunDir, key: str, new: list[str], old: list[str]) -
         scores[name] = cached_json(cache / f"{name}.json", xelm(method, streams, name),
                                    key=score_key(cfg, rd, f"xelm_{method}", streams))
     return scores
+
+
+def tokens_per_byte(stats: dict) -> float:
+    """Tokens (EOS included) per UTF-8 byte (newline included) over all splits."""
+    return sum(s["tokens"] for s in stats.values()) / sum(s["bytes"] for s in stats.values())
+
+
+def expert_perplexities(cfg: Config, rd: RunDir, langs: list[str],
+                        split: str = "valid") -> dict[str, dict[str, float]]:
+    """Perplexity of every expert of the set on each language's ``split``."""
+    from xelm.experts.manifest import ExpertSet
+
+    experts = ExpertSet.load(rd.root)
+    streams = language_streams(rd, langs, split, cfg.eval.max_tokens_per_language)
+    table = {name: score_languages(cfg, streams, single_scorer(model), name)
+             for name, model in experts.models.items()}
+    return {lang: {name: table[name][lang]["perplexity"] for name in experts.names}
+            for lang in langs}
 
 
 def _pick(scores: dict, metric: str, model: str, langs: list[str]) -> dict[str, float]:
@@ -94,18 +113,19 @@ def summary(res: dict) -> dict:
 
 def evaluate_call(cfg: Config, rd: RunDir, key: str, call: dict, record: dict,
                   manifest: dict, hashes: dict) -> dict:
+    """The call's ``results.json["adapt"]``: scores, budgets, parents, forgetting, hashes."""
     new = call["languages"]
     old = [lang for lang in manifest["language_to_expert"] if lang not in new]
     scores = _scores(cfg, rd, key, new, old)
     tokens = lambda folder: read_json(folder / "train_state.json")["tokens"]  # noqa: E731
     experts = call["experts"].values()
-    stats = read_json(rd.data / "prepare.json")["stats"]
+    stats = read_json(rd.prepare_json)["stats"]
     res = {"languages": new, "old_languages": old, "select": call["select"],
            "features_file": call["features_file"], "scores": call["scores"],
            "parents": call["parents"], "experts": call["experts"],
            "budget": {"tokens_per_language": call["tokens"],
                       "expert_tokens": {n: tokens(rd.experts / n) for n in experts},
-                      **{f"{k}_tokens": tokens(rd.root / "adapt" / key / v)
+                      **{f"{k}_tokens": tokens(rd.adapt_dir / key / v)
                          for k, v in BASELINES.items()}},
            "perplexity": {m: _pick(scores, "perplexity", m, new) for m in NEW_MODELS},
            "bits_per_byte": {m: _pick(scores, "bits_per_byte", m, new) for m in NEW_MODELS},

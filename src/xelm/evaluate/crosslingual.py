@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xelm.evaluate.tasks import GROUP, LOADER_LINE, dump_yaml, group_config, task_config
+from xelm.evaluate.task_files import GROUP, LOADER_LINE, dump_yaml, group_config, task_config
 
 ROUTES = ("target", "source", "ensemble")
 DEFAULT_SOURCE = "en"

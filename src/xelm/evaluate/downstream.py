@@ -21,17 +21,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import statistics
 
 from xelm.config import Config
-from xelm.io import atomic_write_text, read_json, write_json
+from xelm.io import read_json, write_json
 from xelm.rundir import RunDir
 
 log = logging.getLogger("xelm")
 
 SHOTS = (0, 4)
 METHODS = ("top1", "ensemble_posterior")
-SECTION = "## Downstream"
 
 
 def build_run_tasks(cfg: Config, rd: RunDir, *, choices: int = 4, n: int = 200) -> dict:
@@ -39,7 +37,7 @@ def build_run_tasks(cfg: Config, rd: RunDir, *, choices: int = 4, n: int = 200) 
     continuation fits in half the model's context."""
     from xelm.evaluate.tasks import build_tasks
 
-    return build_tasks(rd.root, rd.root / "downstream" / "tasks", choices=choices, n=n,
+    return build_tasks(rd.root, rd.downstream / "tasks", choices=choices, n=n,
                        seed=cfg.random_seed, tokenizer=rd.tokenizer,
                        max_continuation_tokens=max(1, cfg.model.context // 2))
 
@@ -117,26 +115,27 @@ def _evaluate_model(models: _Models, name: str, langs: dict[str, str], shots: in
     return out
 
 
-def downstream(cfg: Config, rd: RunDir, *, shots: tuple[int, ...] = SHOTS,
-               methods: tuple[str, ...] = METHODS, choices: int = 4, n: int = 200) -> dict:
-    """Build the tasks, evaluate (resuming from the cache), merge ``downstream`` into
-    ``results.json`` and the report; return the ``downstream`` entry."""
+def downstream_entry(cfg: Config, rd: RunDir, *, shots: tuple[int, ...] = SHOTS,
+                     methods: tuple[str, ...] = METHODS, choices: int = 4, n: int = 200) -> dict:
+    """Build the tasks and evaluate (resuming from the cache); return the ``downstream``
+    section of ``results.json``."""
     from lm_eval.tasks import TaskManager
 
-    from xelm.evaluate.stage import eval_settings, expert_set_hash, weight_hashes
+    from xelm.evaluate.scoring import eval_settings, expert_set_hash
+    from xelm.experts.store import folder_hashes
 
     summary = build_run_tasks(cfg, rd, choices=choices, n=n)
-    tasks_dir = rd.root / "downstream" / "tasks"
+    tasks_dir = rd.downstream / "tasks"
     fingerprint = _fingerprint(summary, tasks_dir)
     langs = summary["tasks"]
     task_manager = None
     models = _Models(cfg, rd)
     acc: dict = {}
     acc_norm: dict = {}
-    weights = {"dense": weight_hashes(rd.dense), "experts": expert_set_hash(rd)}
+    weights = {"dense": folder_hashes(rd.dense), "experts": expert_set_hash(rd)}
     for name in ("dense", *(f"xelm_{m}" for m in methods)):
         for k in shots:
-            cache = rd.root / "downstream" / f"{name}.{k}shot.json"
+            cache = rd.downstream / f"{name}.{k}shot.json"
             cached = read_json(cache) if cache.is_file() else {}
             key = {"tasks": fingerprint, "batch_size": cfg.eval.batch_size,
                    "weights": weights[name] if name in weights else weights["experts"]}
@@ -152,48 +151,4 @@ def downstream(cfg: Config, rd: RunDir, *, shots: tuple[int, ...] = SHOTS,
              "choices": choices, "chance": 1 / choices, "shots": list(shots),
              "positions": cfg.model.context, "skipped": summary["skipped"],
              "tasks": "downstream/tasks", "eval_settings": eval_settings(cfg)}
-    _merge_results(rd, entry)
-    _update_report(rd, entry)
     return entry
-
-
-def _merge_results(rd: RunDir, entry: dict) -> None:
-    results = read_json(rd.results) if rd.results.is_file() else {}
-    results["downstream"] = entry
-    write_json(rd.results, results)
-
-
-def _update_report(rd: RunDir, entry: dict) -> None:
-    """Replace (or append) the Downstream section of ``report.md``."""
-    path = rd.root / "report.md"
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if SECTION in text:
-        head, _, tail = text.partition(SECTION)
-        rest = tail.split("\n## ", 1)
-        text = head + ("## " + rest[1] if len(rest) > 1 else "")
-    atomic_write_text(path, text.rstrip("\n") + "\n\n" + markdown_section(entry))
-
-
-def markdown_section(entry: dict) -> str:
-    """The ``## Downstream`` section of ``report.md`` from ``results["downstream"]``."""
-    acc, n = entry["accuracy"], entry["n_examples"]
-    cols = [(model, shots) for model in acc for shots in acc[model]]
-    head = "| language | n | " + " | ".join(f"{m} {s}-shot" for m, s in cols) + " |"
-    rule = "|---" * (len(cols) + 2) + "|"
-    rows = [f"| {lang} | {count} | " + " | ".join(f"{100 * acc[m][s][lang]:.1f}" for m, s in cols)
-            + " |" for lang, count in n.items()]
-    means = [statistics.fmean(acc[m][s][lang] for lang in n) for m, s in cols]
-    rows.append(f"| mean | {sum(n.values())} | "
-                + " | ".join(f"{100 * v:.1f}" for v in means) + " |")
-    skipped = entry.get("skipped") or {}
-    note = f" Skipped (too few held-out documents): {', '.join(skipped)}." if skipped else ""
-    if entry.get("positions"):
-        note += (f" Prompts are cut from the left to the models' {entry['positions']} "
-                 "positions: few-shot examples that do not fit are lost.")
-    return "\n".join([
-        f"{SECTION} (continuation choice, accuracy %)", "",
-        f"`xelm_cloze`: the first sentences of each held-out document and {entry['choices']} "
-        f"candidate next sentences (distractors from other documents of the same language); "
-        f"chance {100 * entry['chance']:.0f}%. n = test examples per language; few-shot "
-        f"examples come from other documents.{note}", "",
-        head, rule, *rows, ""])

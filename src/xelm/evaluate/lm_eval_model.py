@@ -34,8 +34,10 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from tqdm.auto import tqdm
 
-from xelm.infer.mixture import METHODS, mixture_logprobs, product_of_experts, resolve_method, \
+from xelm.infer.mixture import mixture_logprobs, product_of_experts, resolve_method, \
     target_logprobs
+from xelm.infer.routers import langid_experts
+from xelm.methods import GENERATE_METHODS
 
 log = logging.getLogger("xelm")
 
@@ -145,9 +147,9 @@ class XelmLM(TemplateLM):
 
         self.prompt = {"route": route, "source_lang": source_lang, "test_lang": lang}
         method, lang = resolve_route(route, method, lang, source_lang, expert)
-        if method not in METHODS:
+        if method not in GENERATE_METHODS:
             raise ValueError(f"method={method!r} is not an inference method; choose from "
-                             f"{', '.join(sorted(METHODS))}")
+                             f"{', '.join(sorted(GENERATE_METHODS))}")
         if prior not in (None, "manifest"):
             raise ValueError(f"prior={prior!r}: only prior=manifest (the run's cached prior) "
                              "is supported as a model_arg")
@@ -178,9 +180,7 @@ class XelmLM(TemplateLM):
                              "expert=<name> to pick the expert; for a task without one "
                              "language use method=ensemble_posterior")
         if self.method == "top1_langid":  # routes per request; the detector must know them
-            from xelm.data.langid import detector_for
-
-            detector_for(tuple(sorted(self.expert_set.language_to_expert)))
+            langid_experts(self.expert_set, [])
             return
         resolve_method(self.expert_set, self.method, **self.route)  # fail now, not mid-run
 
@@ -189,13 +189,10 @@ class XelmLM(TemplateLM):
         detected language's expert (``ensemble_posterior`` where none is detected)."""
         if self.method != "top1_langid":
             return [(self.method, self.route)] * len(contexts)
-        from xelm.data.langid import detector_for
-
-        es = self.expert_set
-        found = detector_for(tuple(sorted(es.language_to_expert))).detect(contexts)
         base = {**self.route, "lang": None, "expert": None}
-        return [("ensemble_posterior", base) if lang is None else
-                ("top1", {**base, "expert": es.expert_for_language(lang)}) for lang in found]
+        return [("ensemble_posterior", base) if expert is None else
+                ("top1", {**base, "expert": expert})
+                for expert in langid_experts(self.expert_set, contexts)]
 
     def _resolve_max_length(self, requested) -> int:
         positions = [p for p in map(_model_positions, self.expert_set.models.values()) if p]

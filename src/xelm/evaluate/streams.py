@@ -35,7 +35,7 @@ SETTINGS = ("stream", "reset", "interleaved")
 ROUTED = ("top1_langid", "ensemble_tfidf", "top1_tfidf")  # need a weigher
 METHODS = ("top1", "ensemble", "ensemble_posterior", "ensemble_posterior_context", *ROUTED)
 
-# weigh(texts, expert_set) -> log-weights [k, len(texts)] (evaluate.stage's weighers)
+# weigh(texts, expert_set) -> log-weights [k, len(texts)] (evaluate.scoring's weighers)
 Weigher = Callable[[list, object], object]
 
 
@@ -183,7 +183,7 @@ def _posterior_priors(lp: list, k: int) -> "torch.Tensor":  # noqa: F821
     ``ensemble_posterior_context``."""
     import torch
 
-    from xelm.evaluate.stage import PRIOR_FLOOR
+    from xelm.evaluate.scoring import PRIOR_FLOOR
 
     totals = torch.stack([block[:k].double().sum(-1) for block in lp], 1)
     after = torch.log_softmax(totals, dim=0) + math.log1p(-PRIOR_FLOOR)

@@ -22,17 +22,18 @@ documents and ``seed``; the folder can be moved (paths are relative to it).
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
 from pathlib import Path
 
+from xelm.evaluate.task_files import (GROUP, LOADER, LOADER_LINE, LOADER_SOURCE,  # noqa: F401
+                                      dump_yaml, group_config, jsonl, task_config, task_name,
+                                      write_loader)
 from xelm.io import atomic_write_text, write_json
 
 log = logging.getLogger("xelm")
 
-GROUP = "xelm_cloze"
 _ENDS = ".!?…।॥։؟۔።"           # end a sentence when whitespace (or the end) follows
 _ENDS_CJK = "。！？．"           # end a sentence even with no space after
 _CLOSERS = "\"'”’»」』)]"
@@ -42,11 +43,6 @@ FALLBACK_CONTEXT_UNITS = 64      # words (or characters in unspaced text) when n
 FALLBACK_CONTINUATION_UNITS = 24
 
 
-def task_name(lang: str) -> str:
-    return f"{GROUP}_{lang}"
-
-
-# --------------------------------------------------------------------------- examples
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """``(start, end)`` of each sentence of ``text``, trimmed of surrounding whitespace."""
     spans, start = [], 0
@@ -164,58 +160,6 @@ def read_heldout(corpus: str | Path, languages: list[str] | None = None) -> dict
                    if line.strip()] for lang in wanted}
 
 
-def jsonl(rows: list[dict]) -> str:
-    """Rows as JSON lines (UTF-8 text kept as is)."""
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-
-
-# The task YAMLs name their data relative to the task folder, and lm-eval resolves data
-# paths against the working directory; so each folder gets this small loader, which
-# lm-eval imports from beside the YAML (``!function``), and the folder can be moved.
-LOADER = "xelm_cloze_data"
-LOADER_SOURCE = '''"""Loads the jsonl files of this task folder (written by `xelm tasks build`)
-relative to the folder itself, so the folder can be moved or shared."""
-
-from pathlib import Path
-
-
-def load(data_files=None, **_):
-    import datasets
-
-    here = Path(__file__).resolve().parent
-    return datasets.load_dataset("json", data_files={split: str(here / rel)
-                                                     for split, rel in data_files.items()})
-'''
-
-
-LOADER_LINE = f"custom_dataset: !function {LOADER}.load\n"
-
-
-def write_loader(out: Path) -> None:
-    """The loader module beside the YAMLs (every task folder of xelm uses the same one)."""
-    atomic_write_text(out / f"{LOADER}.py", LOADER_SOURCE)
-
-
-def task_config(lang: str, test_file: str, fewshot_file: str) -> dict:
-    """The lm-eval task YAML (as a dict) of one language; data paths are relative to the
-    task folder (``custom_dataset`` is added when it is written)."""
-    metric = {"aggregation": "mean", "higher_is_better": True}
-    return {"task": task_name(lang), "dataset_path": "json",
-            "dataset_kwargs": {"data_files": {"test": test_file, "fewshot": fewshot_file}},
-            "test_split": "test", "fewshot_split": "fewshot",
-            "output_type": "multiple_choice",
-            "doc_to_text": "context", "doc_to_choice": "choices",
-            "doc_to_target": "label", "target_delimiter": " ",
-            "metric_list": [{"metric": "acc", **metric}, {"metric": "acc_norm", **metric}],
-            "metadata": {"version": 1.0, "lang": lang}}
-
-
-def group_config(langs: list[str]) -> dict:
-    agg = [{"metric": m, "aggregation": "mean", "weight_by_size": True} for m in ("acc", "acc_norm")]
-    return {"group": GROUP, "task": [task_name(lang) for lang in langs],
-            "aggregate_metric_list": agg, "metadata": {"version": 1.0}}
-
-
 def fits_within(tokenizer, max_tokens: int | None):
     """A test ``text -> bool``: at most ``max_tokens`` tokens after a space (None: no test)."""
     if max_tokens is None:
@@ -228,13 +172,6 @@ def fits_within(tokenizer, max_tokens: int | None):
 
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
     return lambda text: len(tokenizer.encode(" " + text, add_special_tokens=False)) <= max_tokens
-
-
-def dump_yaml(path: Path, data: dict, extra: str = "") -> None:
-    """Write a task or group YAML (``extra``: lines yaml cannot dump, e.g. ``!function``)."""
-    import yaml
-
-    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True) + extra)
 
 
 def _write_language(out: Path, lang: str, splits: dict[str, list[dict]]) -> None:

@@ -108,3 +108,13 @@ def save_causal_lm(model, path: str | os.PathLike) -> list[Path]:
     the weight files written, and refuses to return none."""
     model.save_pretrained(os.fspath(path))
     return require_safetensors(path)
+
+
+def folder_hashes(folder: str | os.PathLike) -> dict[str, str]:
+    """SHA-256 of every ``*.safetensors`` file in ``folder``, by file name."""
+    return {p.name: sha256_file(p) for p in weight_files(folder)}
+
+
+def expert_hashes(run_dir: str | os.PathLike, experts: list[dict]) -> dict[str, dict[str, str]]:
+    """:func:`folder_hashes` of every expert (``xelm.json`` entries) of a run, read now."""
+    return {e["name"]: folder_hashes(check_inside(run_dir, e["path"])) for e in experts}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from xelm.export.moe import ExportError, SHARED_CHOICES
 from xelm.io import read_json, write_json
+from xelm.rundir import RunDir
 
 log = logging.getLogger("xelm")
 
@@ -146,7 +147,7 @@ def export_moe(run: Path, out_dir: Path, *, experts_per_token: int = 2,
         tuning["valid_mean_nll_after"] = _mean(tuning["valid_nll_after"])
     record = {"format": "moe", "architecture": arch, "run": run.resolve().name,
               "experts": names, "experts_per_token": experts_per_token,
-              "languages": rundata.expert_languages(read_json(run / "xelm.json")),
+              "languages": rundata.expert_languages(read_json(RunDir(run).manifest)),
               "shared": how, "shared_tried": tried, "router_init": tried[how]["router_init"],
               "calibration_tokens_per_expert": calibration_tokens,
               "router_tuning": tuning, "tokens": _ledger(run, tuning),
@@ -182,7 +183,7 @@ def _ledger(run: Path, tuning: dict | None) -> dict:
         path = run / folder / "train_state.json"
         return read_json(path).get("tokens") if path.is_file() else None
 
-    experts = sum(int(e.get("tokens") or 0) for e in read_json(run / "xelm.json")["experts"])
+    experts = sum(int(e.get("tokens") or 0) for e in read_json(RunDir(run).manifest)["experts"])
     tuned = tuning["tokens"] if tuning else 0
     dense = state_tokens("dense")
     return {"experts": experts, "seed": state_tokens("seed"), "dense": dense,
@@ -197,7 +198,7 @@ def _save(run: Path, out_dir: Path, model, record: dict) -> None:
     from xelm.data.tokenizer import load_tokenizer
     from xelm.experts.store import sha256_file
 
-    first = read_json(run / "xelm.json")["experts"][0]["path"]
+    first = read_json(RunDir(run).manifest)["experts"][0]["path"]
     dtype = json.loads((run / first / "config.json").read_text(encoding="utf-8")).get("dtype")
     if dtype in ("bfloat16", "float16"):
         model = model.to(getattr(torch, dtype))

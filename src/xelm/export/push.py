@@ -26,6 +26,7 @@ from pathlib import Path
 from xelm.export.cards import (run_facts, dense_card, export_card, export_dirs, expert_card,
                                set_card)
 from xelm.io import read_json
+from xelm.rundir import RunDir
 
 WHAT = ("experts", "export", "all")
 NEVER = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".tmp")
@@ -95,10 +96,10 @@ def push_plan(run: str | os.PathLike, what: str = "all", repo: str | None = None
     manifest = facts["manifest"]
     ops = [CommitOperationAdd(path_in_repo="README.md",
                               path_or_fileobj=str(set_card(run, **card_args)).encode("utf-8")),
-           CommitOperationAdd(path_in_repo="xelm.json", path_or_fileobj=run / "xelm.json")]
-    if (run / "results.json").is_file():
+           CommitOperationAdd(path_in_repo="xelm.json", path_or_fileobj=RunDir(run).manifest)]
+    if RunDir(run).results.is_file():
         ops.append(CommitOperationAdd(path_in_repo="results.json",
-                                      path_or_fileobj=run / "results.json"))
+                                      path_or_fileobj=RunDir(run).results))
     tok = manifest["tokenizer"].rstrip("/")
     ops += [CommitOperationAdd(path_in_repo=f"{tok}/{p.name}", path_or_fileobj=p)
             for p in _files(run / tok)]

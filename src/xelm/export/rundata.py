@@ -10,13 +10,14 @@ import numpy as np
 
 from xelm.export.moe import ExportError
 from xelm.io import read_json
+from xelm.rundir import RunDir
 
 
 def run_config(root: Path):
     """The run's resolved config (``config.yaml``); an export needs its data settings."""
     from xelm.config import load
 
-    path = Path(root) / "config.yaml"
+    path = RunDir(Path(root)).config_yaml
     if not path.is_file():
         raise ExportError(f"{root} has no config.yaml: exporting needs a run directory made "
                           "by `xelm run` (its config, data/ and xelm.json)")
@@ -24,7 +25,7 @@ def run_config(root: Path):
 
 
 def prepared(root: Path) -> dict:
-    path = Path(root) / "data" / "prepare.json"
+    path = RunDir(Path(root)).prepare_json
     if not path.is_file():
         raise ExportError(f"{root} has no data/prepare.json: the router is initialised from "
                           "the run's validation text; run `xelm prepare` on its config first")
@@ -92,7 +93,7 @@ def mixed_train_batches(root: Path, cfg, batch_size: int, seed: int) -> Callable
     """``step -> [batch_size, context + 1]`` blocks of the run's training data, languages
     sampled as the dense model's were (weight ∝ token share^alpha)."""
     from xelm.data.packing import shard_path
-    from xelm.stages import language_weights
+    from xelm.train.jobs import language_weights
     from xelm.train.loop import MixtureSampler
 
     info = prepared(root)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-GENERATE_METHODS = ("top1", "top1_langid", "ensemble", "ensemble_posterior", "product_of_experts")
+from xelm.methods import GENERATE_METHODS
 
 
 def generate_text(run: str, prompt: str, method: str = "ensemble_posterior",

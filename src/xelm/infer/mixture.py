@@ -21,7 +21,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from xelm.infer.routers import Fixed, Posterior, Router, TopOne, Uniform
+from xelm.infer.routers import Fixed, Posterior, Router, TopOne, Uniform, langid_experts
+from xelm.methods import GENERATE_METHODS, METHODS
 
 NEG_INF = float("-inf")
 
@@ -191,7 +192,7 @@ def _index(req: _Request, name: str | int) -> int:
     raise ValueError(f"unknown expert {name!r}; experts are {', '.join(req.names)}")
 
 
-def _top1(req: _Request) -> tuple[Router, str]:
+def _top1(req: _Request) -> Router:
     if req.expert is not None:
         index = _index(req, req.expert)
     elif req.lang is not None and req.expert_set is not None:
@@ -201,21 +202,19 @@ def _top1(req: _Request) -> tuple[Router, str]:
     else:
         raise ValueError("method 'top1' needs lang= (with an ExpertSet) or expert= to pick "
                          "one of the experts " + ", ".join(req.names))
-    return TopOne(index), "mixture"
+    return TopOne(index)
 
 
-def _top1_langid(req: _Request) -> tuple[Router, str]:
+def _top1_langid(req: _Request) -> Router:
     """The expert of the language a language identifier detects in ``text``."""
-    from xelm.data.langid import detector_for
-
     if req.expert_set is None or req.text is None:
         raise ValueError("method 'top1_langid' needs an ExpertSet and text= (the context "
                          "whose language picks the expert)")
-    lang = detector_for(tuple(sorted(req.expert_set.language_to_expert))).detect_one(req.text)
-    if lang is None:
+    expert = langid_experts(req.expert_set, [req.text])[0]
+    if expert is None:
         raise ValueError(f"no language detected in {req.text[:60]!r}; give lang= with "
                          "method 'top1', or use ensemble_posterior")
-    return TopOne(_index(req, req.expert_set.expert_for_language(lang))), "mixture"
+    return TopOne(_index(req, expert))
 
 
 def _static(req: _Request) -> Router:
@@ -228,12 +227,13 @@ def _static(req: _Request) -> Router:
     return Fixed.from_weights(prior, top_k=req.top_k)
 
 
-METHODS: dict[str, Callable[[_Request], tuple[Router, str]]] = {
-    "top1": _top1,
-    "top1_langid": _top1_langid,
-    "ensemble": lambda req: (_static(req), "mixture"),
-    "ensemble_posterior": lambda req: (Posterior(_prior_vector(req), req.top_k), "mixture"),
-    "product_of_experts": lambda req: (_static(req), "product"),
+# The router of each kind of routing of the registry (xelm.methods) that scores one
+# request at a time; how the experts are then combined is the method's ``combine``.
+ROUTERS: dict[str, Callable[[_Request], Router]] = {
+    "label": _top1,
+    "langid": _top1_langid,
+    "prior": _static,
+    "posterior": lambda req: Posterior(_prior_vector(req), req.top_k),
 }
 
 
@@ -278,9 +278,10 @@ def resolve_method(expert_set_or_models, method: str, *, lang: str | None = None
                    expert: str | int | None = None, top_k: int | None = None, prior=None,
                    text: str | None = None) -> tuple[list[Any], Router, str]:
     """``(models, router, combine)`` for a named method (see :func:`score_targets`)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown inference method {method!r}; choose from {sorted(METHODS)}")
+    if method not in GENERATE_METHODS:
+        raise ValueError(f"unknown inference method {method!r}; choose from "
+                         f"{sorted(GENERATE_METHODS)}")
     names, models, expert_set = _as_models(expert_set_or_models)
-    router, combine = METHODS[method](_Request(names, expert_set, lang, expert, top_k, prior,
-                                               text))
-    return models, router, combine
+    spec = METHODS[method]
+    router = ROUTERS[spec.route](_Request(names, expert_set, lang, expert, top_k, prior, text))
+    return models, router, spec.combine

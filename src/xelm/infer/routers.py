@@ -225,3 +225,14 @@ def estimate_prior(expert_logprobs: Tensor, mask: Tensor | None = None) -> Tenso
     if mask is not None:
         evidence = evidence.masked_fill(~mask.bool(), 0.0)
     return torch.softmax(evidence.sum(-1), dim=0).mean(-1).float()
+
+
+def langid_experts(expert_set, texts: list[str]) -> list[str | None]:
+    """Language-ID routing, the one implementation (``top1_langid`` in evaluation,
+    generation and the lm-eval model): the expert of the language lingua detects in each
+    text among the set's languages, or None where none is detected."""
+    from xelm.data.langid import detector_for
+
+    detector = detector_for(tuple(sorted(expert_set.language_to_expert)))
+    return [None if lang is None else expert_set.expert_for_language(lang)
+            for lang in detector.detect(texts)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 
-from xelm.adapt import NEW_MODELS
+from xelm.evaluate.adapt import NEW_MODELS
 
 SECTION = "## Adding languages"
 

@@ -68,7 +68,7 @@ def allocation_table(results: dict, colours: dict[str, str] | None = None) -> st
 
 def tokens_per_parameter(results: dict) -> tuple[str, str | None]:
     """The line on training tokens per parameter, and the regime warning when it applies."""
-    from xelm.plan import REGIME_MIN_TOKENS_PER_PARAMETER as LOW
+    from xelm.train.budget import REGIME_MIN_TOKENS_PER_PARAMETER as LOW
 
     b = results["budget"]
     params = b.get("parameters")
@@ -124,7 +124,7 @@ def _extra_sections(results: dict) -> list[str]:
 
         parts += [markdown_section(results["adapt"]), ""]
     if "downstream" in results:
-        from xelm.evaluate.downstream import markdown_section as downstream_section
+        from xelm.report.downstream import markdown_section as downstream_section
 
         parts += [downstream_section(results["downstream"]), ""]
     return parts

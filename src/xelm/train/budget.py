@@ -14,6 +14,9 @@ from pathlib import Path
 from xelm.io import read_json, write_json
 
 STATE = "train_state.json"
+# BENCHMARKS.md, "Regime map": no mean gain of x-ELM-8 over dense below this many total
+# training tokens (seed + x-BTM phase) per parameter; 16/16 languages from about 41.
+REGIME_MIN_TOKENS_PER_PARAMETER = 13
 
 
 def annotate(out_dir: str | Path, ledger: dict, **extra) -> dict:

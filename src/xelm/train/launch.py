@@ -15,22 +15,18 @@ after all jobs have ended, and the caller decides how to report ``failed``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
-import socket
 import sys
-import traceback
 from pathlib import Path
 
-from xelm.io import read_json, write_json
-from xelm.train.budget import annotate
-from xelm.train.loop import TrainJob, is_done, run_job
+from xelm.io import read_json
+from xelm.train.loop import TrainJob, is_done
+from xelm.train.specs import SPEC, job_from_dict, job_to_dict, run_here, write_spec  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 LAUNCHERS = ("local", "ray", "slurm")
-SPEC = "job.json"
 
 
 class JobsFailed(ValueError):
@@ -42,35 +38,6 @@ class JobsFailed(ValueError):
         super().__init__(f"training failed for {len(failed)} job(s):\n{lines}\n"
                          "Fix the cause and run again: finished jobs are kept and "
                          "partial ones resume from their last checkpoint.")
-
-
-# --------------------------------------------------------------------------- job specs
-def job_to_dict(job: TrainJob) -> dict:
-    """JSON-safe form of ``job`` (paths as strings)."""
-    data = dataclasses.asdict(job)
-    for key, value in data.items():
-        if isinstance(value, Path):
-            data[key] = str(value)
-    data["shards"] = [[str(path), dtype] for path, dtype in job.shards]
-    data["valid_shards"] = [[str(path), dtype] for path, dtype in job.valid_shards]
-    return data
-
-
-def job_from_dict(data: dict) -> TrainJob:
-    data = dict(data)
-    for key in ("out_dir", "init_dir", "tensorboard_dir", "tokenizer_dir"):
-        if data.get(key) is not None:
-            data[key] = Path(data[key])
-    data["shards"] = [(Path(path), dtype) for path, dtype in data["shards"]]
-    data["valid_shards"] = [(Path(path), dtype) for path, dtype in data.get("valid_shards", [])]
-    data["betas"] = tuple(data["betas"])
-    return TrainJob(**data)
-
-
-def write_spec(job: TrainJob) -> Path:
-    path = Path(job.out_dir) / SPEC
-    write_json(path, job_to_dict(job))
-    return path
 
 
 # --------------------------------------------------------------------------- launchers
@@ -111,7 +78,7 @@ def run_jobs(jobs: list[TrainJob], launcher: str = "local", parallel: int = 1,
     elif parallel > 1 and len(todo) > 1:
         outcomes = _run_processes(todo, parallel, threads)
     else:
-        outcomes = {job.name: _run_here(job, threads, progress) for job in todo}
+        outcomes = {job.name: run_here(job, threads, progress) for job in todo}
     failed = {}
     for name, outcome in outcomes.items():
         if "error" in outcome:
@@ -123,24 +90,9 @@ def run_jobs(jobs: list[TrainJob], launcher: str = "local", parallel: int = 1,
     return {job.name: ledgers[job.name] for job in jobs if job.name in ledgers}, failed
 
 
-def _run_here(job: TrainJob, threads: int | None, progress: bool, launcher: str = "local",
-              **extra) -> dict:
-    """Train ``job`` in this process; an exception becomes ``{"error": ..., "traceback": ...}``."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        ledger = run_job(job, progress=progress)
-    except Exception as exc:  # noqa: BLE001 - one job failing must not stop the others
-        return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-    return annotate(job.out_dir, ledger, launcher=launcher, host=socket.gethostname(),
-                    threads=torch.get_num_threads(), **extra)
-
-
 def _subprocess_task(job: TrainJob, threads: int) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return _run_here(job, threads, progress=False, launcher="local-subprocess")
+    return run_here(job, threads, progress=False, launcher="local-subprocess")
 
 
 def _run_processes(jobs: list[TrainJob], parallel: int, threads: int | None) -> dict:
@@ -185,7 +137,7 @@ def _ray_task(job: TrainJob) -> dict:
     import ray
 
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    return _run_here(job, max(1, int(cpus)), progress=False, launcher="ray")
+    return run_here(job, max(1, int(cpus)), progress=False, launcher="ray")
 
 
 def _run_ray(jobs: list[TrainJob], resources: dict[str, float], address: str | None) -> dict:
@@ -248,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     job = job_from_dict(read_json(args.spec))
-    outcome = _run_here(job, args.threads, progress=True)
+    outcome = run_here(job, args.threads, progress=True)
     if "error" in outcome:
         print(outcome.get("traceback", ""), file=sys.stderr)
         print(f"{job.name}: {outcome['error']}", file=sys.stderr)

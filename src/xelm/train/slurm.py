@@ -43,7 +43,7 @@ class TrainTask:
     def __call__(self) -> dict:
         import submitit
 
-        from xelm.train.launch import _run_here, job_from_dict
+        from xelm.train.specs import job_from_dict, run_here
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         env = submitit.JobEnvironment()
@@ -52,7 +52,7 @@ class TrainTask:
         job = job_from_dict(self.spec)
         log.info("%s: task %s on %s, %d threads", job.name, env.job_id, socket.gethostname(),
                  self.threads)
-        return _run_here(job, self.threads, progress=False, launcher="slurm",
+        return run_here(job, self.threads, progress=False, launcher="slurm",
                          slurm_job_id=env.job_id)
 
     def checkpoint(self, *args, **kwargs):
@@ -110,7 +110,7 @@ def make_executor(slurm, folder: Path, name: str = "xelm"):
 
 def submit(jobs, slurm=None, folder: Path | None = None, threads: int | None = None) -> dict:
     """Submit ``jobs`` as one array job; return ``{name: submitit.Job}`` (see :func:`collect`)."""
-    from xelm.train.launch import job_to_dict
+    from xelm.train.specs import job_to_dict
 
     s = _settings(slurm)
     folder = Path(s.folder) if s.folder else (folder or default_folder(jobs))

@@ -8,16 +8,18 @@ from pathlib import Path
 import yaml
 
 from xelm.io import read_json
+from xelm.rundir import RunDir
 from xelm.train.checkpoint import DIRNAME
 
 
 def _budgets(run: Path) -> dict[str, tuple[Path, int, int]]:
     """job name -> (folder, token budget, tokens per step), read from the run's own config."""
-    cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    rd = RunDir(run)
+    cfg = yaml.safe_load(rd.config_yaml.read_text(encoding="utf-8"))
     per_step = lambda section: cfg[section]["batch_size"] * cfg["model"]["context"]  # noqa: E731
-    jobs = {"seed": (run / "seed", 0 if cfg["model"]["base"] else cfg["seed"]["tokens"],
+    jobs = {"seed": (rd.seed, 0 if cfg["model"]["base"] else cfg["seed"]["tokens"],
                      per_step("seed"))}
-    alloc_path = run / "allocation.json"
+    alloc_path = rd.allocation
     hmr = (cfg.get("hmr") or {}).get("rounds")
     if alloc_path.is_file() and hmr:
         from xelm.config import HMRConfig
@@ -26,25 +28,25 @@ def _budgets(run: Path) -> dict[str, tuple[Path, int, int]]:
         step = per_step("train")
         fractions = HMRConfig(**cfg["hmr"]).fractions()
         plan = plan_for_run(read_json(alloc_path), hmr, fractions, cfg["train"]["tokens"], step)
-        jobs["dense"] = (run / "dense", plan.dense_tokens, step)
+        jobs["dense"] = (rd.dense, plan.dense_tokens, step)
         jobs.update({e.name: (run / e.path, e.tokens, step) for e in plan.experts})
     elif alloc_path.is_file():  # the train stage's own plan (equal or proportional budgets)
         from xelm.config import from_dict
-        from xelm.stages import _training_plan
+        from xelm.train.jobs import training_plan
 
         step = per_step("train")
-        plan = _training_plan(from_dict(cfg), read_json(alloc_path),
-                              read_json(run / "data" / "prepare.json"))
-        jobs["dense"] = (run / "dense", plan.dense_tokens, step)
+        plan = training_plan(from_dict(cfg), read_json(alloc_path),
+                             read_json(rd.prepare_json))
+        jobs["dense"] = (rd.dense, plan.dense_tokens, step)
         jobs.update({e.name: (run / e.path, e.tokens, step) for e in plan.experts})
     else:
-        jobs["dense"] = (run / "dense", cfg["train"]["tokens"], per_step("train"))
+        jobs["dense"] = (rd.dense, cfg["train"]["tokens"], per_step("train"))
     return jobs
 
 
 def job_states(run: str | Path) -> list[dict]:
     run = Path(run)
-    if not (run / "config.yaml").is_file():
+    if not RunDir(run).config_yaml.is_file():
         raise ValueError(f"{run} is not an xelm run directory (no config.yaml)")
     rows = []
     for name, (folder, budget, per_step) in _budgets(run).items():
@@ -73,11 +75,11 @@ def eval_states(run: str | Path) -> dict:
     """Which of the run's evaluations are scored: seed, dense and every ``eval.methods``
     method (``RUN/eval/<name>.json``), and whether ``results.json`` and ``report.md`` exist
     (they are removed when the eval settings change)."""
-    run = Path(run)
-    cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+    rd = RunDir(Path(run))
+    cfg = yaml.safe_load(rd.config_yaml.read_text(encoding="utf-8"))
     names = ["seed", "dense", *(f"xelm_{m}" for m in cfg["eval"]["methods"])]
-    return {"models": {n: (run / "eval" / f"{n}.json").is_file() for n in names},
-            "results": (run / "results.json").is_file(), "report": (run / "report.md").is_file()}
+    return {"models": {n: (rd.eval_cache / f"{n}.json").is_file() for n in names},
+            "results": rd.results.is_file(), "report": rd.report_md.is_file()}
 
 
 def format_eval(state: dict) -> str:

@@ -21,31 +21,30 @@ report section. ``data/prepare.json`` and the old experts are never modified.
 Resumable: jobs resume, scores are cached. Once a call has finished, calling it again trains
 nothing: it re-registers its experts and republishes its results if a later ``xelm
 train``/``eval``/``report`` rewrote ``xelm.json``, ``results.json`` or ``report.md``.
-Scoring is in :mod:`xelm.evaluate.adapt`, the report section in :mod:`xelm.report.adapt`.
+Parents are chosen by :mod:`xelm.allocate.parents`, jobs assembled by :mod:`xelm.train.jobs`
+(as the train stage's), scoring is in :mod:`xelm.evaluate.adapt`, the report section in
+:mod:`xelm.report.adapt`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import zlib
 from collections import Counter
 from pathlib import Path
 
 import yaml
 
 from xelm.config import Config, from_dict
+from xelm.evaluate.adapt import evaluate_call
 from xelm.io import atomic_write_text, read_json, write_json
+from xelm.pipeline.prepare import split_seed
 from xelm.rundir import RunDir
-from xelm.stages import _threads, split_seed
 
 log = logging.getLogger("xelm")
 
 SPLITS = ("train", "valid", "test")
 SELECTIONS = ("typology", "ppl", "average")
 AVERAGE = "average"  # the parent name of experts branched from the average of the set
-BASELINES = {"dense_lapt": "dense-lapt", "seed_lapt": "seed-lapt"}
-NEW_MODELS = ("seed", "dense", "seed_lapt", "dense_lapt", "xelm_top1", "xelm_posterior")
 
 
 class AdaptError(ValueError):
@@ -62,12 +61,12 @@ def adapt(run_dir: str | Path, languages: list[str], corpus_dir: str | Path,
     LAPT budget per new language (default: the run's per-expert budget); each baseline
     gets ``tokens`` times the number of new languages.
     """
-    from xelm.evaluate.adapt import evaluate_call
     from xelm.experts.manifest import read_manifest
+    from xelm.train.jobs import set_threads
 
     rd = RunDir(Path(run_dir))
     cfg = load_run(rd)
-    rd._log_to_file()
+    rd.log_to_file()
     if select not in SELECTIONS:
         raise AdaptError(f"select must be one of {', '.join(SELECTIONS)}, got {select!r}")
     langs, record, manifest = new_languages(languages), read_record(rd), read_manifest(rd.root)
@@ -77,27 +76,27 @@ def adapt(run_dir: str | Path, languages: list[str], corpus_dir: str | Path,
     check_new(rd, langs, manifest, record, key)
     before = verified_hashes(rd, manifest)
     with rd.timed("adapt"):
-        _threads(cfg)  # the run's own train.threads
+        set_threads(cfg)  # the run's own train.threads
         _prepare(cfg, rd, langs, corpus_dir, record, key)
         call = _plan(cfg, rd, manifest, record, key, tokens, select, features_file)
-        _train(cfg, rd, record, key, call, manifest)
+        _train(cfg, rd, key, call, manifest)
         _register(rd, manifest, call)
         hashes = old_hashes_after(rd, manifest, before, set(call["experts"].values()))
         results = evaluate_call(cfg, rd, key, call, record, manifest, hashes)
-    write_json(rd.root / "adapt" / key / "results.json", results)
+    write_json(rd.adapt_dir / key / "results.json", results)
     publish(rd, results)
     call["done"] = True
-    write_json(rd.data / "adapt.json", record)
+    write_json(rd.adapt_json, record)
     return results
 
 
 def load_run(rd: RunDir) -> Config:
     """The run's resolved config; the run must have finished (``xelm.json``, ``results.json``)."""
-    for name in ("config.yaml", "xelm.json", "results.json"):
-        if not (rd.root / name).is_file():
-            raise AdaptError(f"{rd.root} is not a finished xelm run (no {name}): run "
+    for path in (rd.config_yaml, rd.manifest, rd.results):
+        if not path.is_file():
+            raise AdaptError(f"{rd.root} is not a finished xelm run (no {path.name}): run "
                              f"`xelm run CONFIG --out {rd.root}` to the end, then adapt it")
-    return from_dict(yaml.safe_load((rd.root / "config.yaml").read_text(encoding="utf-8")))
+    return from_dict(yaml.safe_load(rd.config_yaml.read_text(encoding="utf-8")))
 
 
 # --------------------------------------------------------------------------- the record
@@ -115,13 +114,13 @@ def new_languages(codes: list[str]) -> list[str]:
 
 
 def read_record(rd: RunDir) -> dict:
-    path = rd.data / "adapt.json"
+    path = rd.adapt_json
     return read_json(path) if path.is_file() else {"languages": {}, "calls": {}}
 
 
 def check_new(rd: RunDir, langs: list[str], manifest: dict, record: dict, key: str) -> None:
     """Refuse languages the set already serves, or that another unfinished call owns."""
-    present = {*manifest["language_to_expert"], *read_json(rd.data / "prepare.json")["languages"]}
+    present = {*manifest["language_to_expert"], *read_json(rd.prepare_json)["languages"]}
     for lang in langs:
         owner = record["languages"].get(lang, {}).get("call")
         if owner == key:
@@ -137,18 +136,11 @@ def check_new(rd: RunDir, langs: list[str], manifest: dict, record: dict, key: s
 
 
 # --------------------------------------------------------------------------- hashes
-def weight_hashes(rd: RunDir, experts: list[dict]) -> dict[str, dict[str, str]]:
-    """SHA-256 of every ``*.safetensors`` file of ``experts``, read from disk now."""
-    from xelm.experts.store import check_inside, sha256_file, weight_files
-
-    folders = {e["name"]: check_inside(rd.root, e["path"]) for e in experts}
-    return {name: {p.name: sha256_file(p) for p in weight_files(folder)}
-            for name, folder in folders.items()}
-
-
 def verified_hashes(rd: RunDir, manifest: dict) -> dict[str, dict[str, str]]:
     """The experts' hashes on disk, which must equal those pinned in ``xelm.json``."""
-    disk = weight_hashes(rd, manifest["experts"])
+    from xelm.experts.store import expert_hashes
+
+    disk = expert_hashes(rd.root, manifest["experts"])
     bad = [e["name"] for e in manifest["experts"] if disk[e["name"]] != e["files"]]
     if bad:
         raise AdaptError(f"weight files of expert(s) {', '.join(bad)} no longer match their "
@@ -158,8 +150,10 @@ def verified_hashes(rd: RunDir, manifest: dict) -> dict[str, dict[str, str]]:
 
 def old_hashes_after(rd: RunDir, manifest: dict, before: dict, new: set[str]) -> dict:
     """Hash the old experts again: unchanged means disk and ``xelm.json`` equal ``before``."""
+    from xelm.experts.store import expert_hashes
+
     old = [e for e in manifest["experts"] if e["name"] not in new]
-    after = weight_hashes(rd, old)
+    after = expert_hashes(rd.root, old)
     unchanged = all(before.get(e["name"]) == after[e["name"]] == e["files"] for e in old)
     if not unchanged:
         log.error("adapt: old experts' weight files changed while adapting; this is a bug")
@@ -172,12 +166,13 @@ def _prepare(cfg: Config, rd: RunDir, langs: list[str], corpus_dir, record: dict
     """Read, split and tokenize the new languages exactly as ``prepare`` did the old ones."""
     from xelm.config import CorpusConfig
     from xelm.data import packing, readers
+    from xelm.data.files import language_files
     from xelm.data.tokenizer import load_tokenizer
 
     todo = [lang for lang in langs if "stats" not in record["languages"].get(lang, {})]
     if not todo:
         return
-    available = readers._language_files(Path(corpus_dir))  # CorpusError if not a corpus dir
+    available = language_files(Path(corpus_dir))  # CorpusError if not a corpus dir
     missing = [lang for lang in todo if lang not in available]
     if missing:
         raise AdaptError(f"the corpus directory {corpus_dir} has no file for "
@@ -194,82 +189,22 @@ def _prepare(cfg: Config, rd: RunDir, langs: list[str], corpus_dir, record: dict
         for split in SPLITS:
             part = [docs[i] for i in idx[split]]
             text = "".join(d + "\n" for d in part)
-            atomic_write_text(rd.data / "text" / f"{lang}.{split}.txt", text)
+            atomic_write_text(rd.text(lang, split), text)
             stats[split] = packing.write_shard(packing.shard_path(rd.data, lang, split), tok, part)
         record["languages"][lang] = {"corpus": str(Path(corpus_dir).resolve()), "call": key,
                                      "stats": stats}
         log.info("adapt: prepared %s (%d documents)", lang, len(docs))
-    write_json(rd.data / "adapt.json", record)
-
-
-def tokens_per_byte(stats: dict) -> float:
-    """Tokens (EOS included) per UTF-8 byte (newline included) over all splits."""
-    return sum(s["tokens"] for s in stats.values()) / sum(s["bytes"] for s in stats.values())
-
-
-def language_streams(rd: RunDir, langs: list[str], split: str, max_tokens: int | None) -> dict:
-    from xelm.data.packing import Shard, shard_path
-
-    dtype = read_json(rd.data / "prepare.json")["dtype"]
-    return {lang: Shard(shard_path(rd.data, lang, split), dtype).head(max_tokens)
-            for lang in langs}
+    write_json(rd.adapt_json, record)
 
 
 # --------------------------------------------------------------------------- parents
-def choose_parents(scores: dict[str, dict[str, float]],
-                   language_to_expert: dict[str, str] | None = None) -> dict[str, dict]:
-    """The lowest-scoring candidate per new language: ``{lang: {parent, via, value}}``.
-
-    ``scores[new][candidate]`` is a distance to an old language (then
-    ``language_to_expert`` maps it to its expert) or a perplexity of an expert (then
-    ``language_to_expert`` is None). Ties go to the alphabetically first candidate.
-    """
-    out = {}
-    for lang, row in scores.items():
-        if not row:
-            raise AdaptError(f"no candidate parents for {lang!r}")
-        best = min(sorted(row), key=row.__getitem__)
-        parent = language_to_expert[best] if language_to_expert is not None else best
-        out[lang] = {"parent": parent, "via": best, "value": float(row[best])}
-    return out
-
-
-def typology_distances(new: list[str], old: list[str], features: str,
-                       features_file: str | None) -> dict[str, dict[str, float]]:
-    """Cosine distance (missing features skipped) from each new to each old language."""
-    from xelm.allocate.typology import cosine_distances, language_vectors
-
-    d = cosine_distances(language_vectors(old + new, features, features_file))
-    return {lang: {o: float(d[len(old) + i, j]) for j, o in enumerate(old)}
-            for i, lang in enumerate(new)}
-
-
-def expert_perplexities(cfg: Config, rd: RunDir, langs: list[str],
-                        split: str = "valid") -> dict[str, dict[str, float]]:
-    """Perplexity of every expert of the set on each language's ``split``."""
-    from xelm.evaluate.stage import score_languages
-    from xelm.experts.manifest import ExpertSet
-    from xelm.infer.mixture import target_logprobs
-
-    experts = ExpertSet.load(rd.root)
-    streams = language_streams(rd, langs, split, cfg.eval.max_tokens_per_language)
-    table = {name: score_languages(cfg, streams, lambda lang, m=model: lambda ids, *_:
-                                   target_logprobs(m, ids), name)
-             for name, model in experts.models.items()}
-    return {lang: {name: table[name][lang]["perplexity"] for name in experts.names}
-            for lang in langs}
-
-
-def _features_file(cfg: Config, rd: RunDir, given: str | None) -> str | None:
-    if given or cfg.allocate.features_file:
-        return given or cfg.allocate.features_file
-    synthetic = cfg.corpus.source == "synthetic"
-    return str(rd.data / "synthetic" / "features.csv") if synthetic else None
-
-
 def _plan(cfg: Config, rd: RunDir, manifest: dict, record: dict, key: str, tokens: int | None,
           select: str, features_file: str | None) -> dict:
     """This call's budget and parents: chosen once, stored in the record, reused on resume."""
+    from xelm.allocate.fit import features_file as features_file_for
+    from xelm.allocate.parents import choose_parents, typology_distances
+    from xelm.evaluate.adapt import expert_perplexities
+
     budget = lapt_budget(cfg, manifest, tokens)
     call = record["calls"].get(key)
     if call is not None:
@@ -278,7 +213,7 @@ def _plan(cfg: Config, rd: RunDir, manifest: dict, record: dict, key: str, token
                              f"--select {call['select']}; run it again with those to resume")
         return call
     langs, old = key.split("+"), list(manifest["language_to_expert"])
-    ff = _features_file(cfg, rd, features_file) if select == "typology" else None
+    ff = features_file_for(cfg, rd, features_file) if select == "typology" else None
     if select == "typology":
         scores = typology_distances(langs, old, cfg.allocate.features, ff)
         parents = choose_parents(scores, manifest["language_to_expert"])
@@ -301,7 +236,7 @@ def _plan(cfg: Config, rd: RunDir, manifest: dict, record: dict, key: str, token
             "scores": scores, "parents": parents, "done": False,
             "experts": {lang: f"{p['parent']}+{lang}" for lang, p in parents.items()}}
     record["calls"][key] = call
-    write_json(rd.data / "adapt.json", record)
+    write_json(rd.adapt_json, record)
     return call
 
 
@@ -311,7 +246,7 @@ def average_parent(rd: RunDir, key: str) -> list[str]:
     from xelm.experts.manifest import ExpertSet
     from xelm.infer.average import merge_to_folder
 
-    folder = rd.root / "adapt" / key / AVERAGE
+    folder = rd.adapt_dir / key / AVERAGE
     if not (folder / "merge.json").is_file():
         experts = ExpertSet.load(rd.root)
         merge_to_folder(experts, folder)
@@ -333,44 +268,20 @@ def lapt_budget(cfg: Config, manifest: dict, tokens: int | None) -> int:
     return tokens // one * one
 
 
-def _jobs(cfg: Config, rd: RunDir, record: dict, key: str, call: dict, manifest: dict) -> list:
-    from xelm.data.packing import shard_path
-    from xelm.stages import _job
+def call_jobs(cfg: Config, rd: RunDir, key: str, call: dict, manifest: dict) -> list:
+    """The call's experts and LAPT baselines (:func:`xelm.train.jobs.lapt_jobs`)."""
+    from xelm.train.jobs import lapt_jobs
 
-    folders = {e["name"]: rd.root / e["path"] for e in manifest["experts"]}
-    folders[AVERAGE] = rd.root / "adapt" / key / AVERAGE
-    langs, tokens = call["languages"], call["tokens"]
-    shards = {lang: shard_path(rd.data, lang, "train") for lang in langs}
-    seed_of = lambda name: 1000 + zlib.crc32(name.encode()) % 1_000_000  # noqa: E731
-    jobs = []
-    for lang in langs:
-        name, parent = call["experts"][lang], call["parents"][lang]["parent"]
-        jobs.append(_job(cfg, rd, name, rd.experts / name, [lang], tokens, cfg.train,
-                         folders[parent], seed_of(name), shard=shards[lang]))
-    # The baselines sample the new languages uniformly, so each language gets the same
-    # expected tokens as its new expert: sampling by data share (train.alpha) would give a
-    # high-fertility language (e.g. Thai, ~1 token per byte) twice an expert's budget.
-    weights = {lang: 1 / len(langs) for lang in langs}
-    dtype = read_json(rd.data / "prepare.json")["dtype"]
-    for init, folder in ((rd.dense, "dense-lapt"), (rd.seed, "seed-lapt")):
-        name = f"{folder}.{key}"
-        job = _job(cfg, rd, name, rd.root / "adapt" / key / folder, langs[:1],
-                   tokens * len(langs), cfg.train, init, seed_of(name), shard=shards[langs[0]])
-        jobs.append(dataclasses.replace(job, shards=[(shards[lang], dtype) for lang in langs],
-                                        weights=[weights[lang] for lang in langs]))
-    return jobs
+    parents = {e["name"]: rd.root / e["path"] for e in manifest["experts"]}
+    parents[AVERAGE] = rd.adapt_dir / key / AVERAGE
+    return lapt_jobs(cfg, rd, key, call, parents)
 
 
-def _train(cfg: Config, rd: RunDir, record: dict, key: str, call: dict, manifest: dict) -> dict:
-    from xelm.train.launch import JobsFailed, run_jobs
+def _train(cfg: Config, rd: RunDir, key: str, call: dict, manifest: dict) -> dict:
+    """Train the call's jobs as one round, as the train stage does (:mod:`xelm.train.jobs`)."""
+    from xelm.train.jobs import run_round
 
-    t = cfg.train
-    ledgers, failed = run_jobs(_jobs(cfg, rd, record, key, call, manifest), launcher=t.launcher,
-                               parallel=t.parallel, resources=t.resources_per_expert,
-                               address=t.ray_address, threads=t.threads)
-    if failed:
-        raise JobsFailed(failed)
-    return ledgers
+    return run_round(cfg, call_jobs(cfg, rd, key, call, manifest))
 
 
 def _register(rd: RunDir, manifest: dict, call: dict) -> None:
@@ -393,7 +304,7 @@ def _register(rd: RunDir, manifest: dict, call: dict) -> None:
         entries.append({**entry, "averaged": merged} if merged else entry)
     write_manifest(rd.root, entries, manifest["tokenizer"], language_to_expert=mapping,
                    prior=manifest.get("prior"), tfidf=manifest.get("tfidf"))
-    manifest.update(read_json(rd.root / "xelm.json"))
+    manifest.update(read_json(rd.manifest))
 
 
 # --------------------------------------------------------------------------- publishing
@@ -405,10 +316,9 @@ def _finished(rd: RunDir, record: dict, key: str, manifest: dict) -> dict:
         verified_hashes(rd, manifest)
         _register(rd, manifest, call)
         log.info("adapt: re-registered %s in xelm.json", ", ".join(call["experts"].values()))
-    from xelm.evaluate.adapt import evaluate_call
-    from xelm.evaluate.stage import eval_settings
+    from xelm.evaluate.scoring import eval_settings
 
-    path = rd.root / "adapt" / key / "results.json"
+    path = rd.adapt_dir / key / "results.json"
     results = read_json(path)
     cfg = load_run(rd)
     if results.get("eval_settings") != eval_settings(cfg):  # rescore: keyed caches
@@ -426,9 +336,6 @@ def _finished(rd: RunDir, record: dict, key: str, manifest: dict) -> dict:
 def publish(rd: RunDir, results: dict) -> None:
     """Set ``results.json["adapt"]`` (other keys kept) and render ``report.md`` again,
     which shows the "Adding languages" section whenever that key exists."""
-    from xelm.report.stage import write_report
+    from xelm.report.results import set_section, write_report
 
-    merged = read_json(rd.results)
-    merged["adapt"] = results
-    write_json(rd.results, merged)
-    write_report(rd, merged)
+    write_report(rd, set_section(rd, "adapt", results))

@@ -1,29 +1,26 @@
-"""The ``eval`` stage: every model and inference method on every language's test split.
+"""Scoring models and inference methods on token streams, with keyed caches.
 
-Results per (model or method) are cached in ``eval/<name>.json`` so an interrupted
-evaluation resumes; ``results.json`` (schema in DESIGN.md) is rebuilt from the cache. Each
-cached score is keyed on everything that can change it (:func:`score_key`: the eval
-settings the method uses, the SHA-256 of the weights and of the test shards); a cache made
-from another key is scored again.
+Every score is cached (``cached_json``) under a key of everything that can change it
+(:func:`score_key`: the eval settings the method uses, the SHA-256 of the weights, the
+test tokens); a cache made from another key is scored again. The ``eval`` stage, ``xelm
+adapt`` and the benchmarks score through :func:`score_languages` and :func:`method_scorer`.
 """
 
 from __future__ import annotations
 
-import logging
-
 from xelm.config import Config
-from xelm.io import cached_json, fingerprint, read_json, write_json
+from xelm.io import fingerprint, read_json
+from xelm.methods import METHODS
 from xelm.rundir import RunDir
 
-log = logging.getLogger("xelm")
 
-
-def _test_streams(cfg: Config, rd: RunDir) -> dict:
+def language_streams(rd: RunDir, langs: list[str], split: str, max_tokens: int | None) -> dict:
+    """``{lang: (tokens, bytes)}``: the first ``max_tokens`` of each language's ``split``."""
     from xelm.data.packing import Shard, shard_path
 
-    info = read_json(rd.data / "prepare.json")
-    return {lang: Shard(shard_path(rd.data, lang, "test"), info["dtype"]).head(
-        cfg.eval.max_tokens_per_language) for lang in info["languages"]}
+    dtype = read_json(rd.prepare_json)["dtype"]
+    return {lang: Shard(shard_path(rd.data, lang, split), dtype).head(max_tokens)
+            for lang in langs}
 
 
 def score_languages(cfg: Config, streams: dict, scorer_for, desc: str) -> dict:
@@ -42,22 +39,10 @@ def score_languages(cfg: Config, streams: dict, scorer_for, desc: str) -> dict:
     return out
 
 
-# The eval.* options each method reads besides the test streams and the batch size.
-METHOD_OPTIONS = {"ensemble_posterior": ("top_k",), "ensemble_posterior_context": ("top_k",),
-                  "ensemble_tfidf": ("top_k", "temperature"), "top1_tfidf": ("temperature",)}
-
-
-def weight_hashes(folder) -> dict[str, str]:
-    """SHA-256 of every ``*.safetensors`` file in ``folder``."""
-    from xelm.experts.store import sha256_file, weight_files
-
-    return {p.name: sha256_file(p) for p in weight_files(folder)}
-
-
 def expert_set_hash(rd: RunDir) -> str:
     """What an expert-set score depends on in ``xelm.json``: every expert's pinned weight
     hashes and languages, the language map, the prior and the tokenizer."""
-    m = read_json(rd.root / "xelm.json")
+    m = read_json(rd.manifest)
     return fingerprint({"experts": [(e["name"], e["files"], e["languages"]) for e in m["experts"]],
                         "language_to_expert": m["language_to_expert"], "prior": m.get("prior"),
                         "tokenizer": m.get("tokenizer_sha256"), "tfidf": m.get("tfidf")})
@@ -77,52 +62,20 @@ def score_key(cfg: Config, rd: RunDir, model: str, streams: dict, folder=None) -
     key = {"model": model, "context": cfg.model.context, "batch_size": cfg.eval.batch_size,
            "test": stream_hashes(streams)}
     if folder is not None:
-        key["weights"] = weight_hashes(folder)
+        from xelm.experts.store import folder_hashes
+
+        key["weights"] = folder_hashes(folder)
         return key
-    method = model.removeprefix("xelm_")
-    key["options"] = {o: getattr(cfg.eval, o) for o in METHOD_OPTIONS.get(method, ())}
+    method = METHODS[model.removeprefix("xelm_")]
+    key["options"] = {o: getattr(cfg.eval, o) for o in method.options}
     key["experts"] = expert_set_hash(rd)
-    if method.endswith("_tfidf"):
+    if method.route == "tfidf":
         from xelm.experts.store import check_inside, sha256_file
 
         router = check_inside(rd.root, read_json(rd.allocation)["router"])  # a folder
         key["router"] = {p.relative_to(router).as_posix(): sha256_file(p)
                          for p in sorted(router.rglob("*")) if p.is_file()}
     return key
-
-
-def _cached(cfg: Config, rd: RunDir, name: str, streams: dict, compute, folder=None) -> dict:
-    return cached_json(rd.eval_cache / f"{name}.json", compute,
-                       key=score_key(cfg, rd, name, streams, folder))
-
-
-def evaluate(cfg: Config, rd: RunDir) -> dict:
-    """Score seed, dense and the expert set (each method in ``eval.methods``)."""
-    import torch
-
-    with torch.inference_mode():
-        return _evaluate(cfg, rd)
-
-
-def _evaluate(cfg: Config, rd: RunDir) -> dict:
-    from xelm.experts.store import load_causal_lm
-    from xelm.infer.mixture import target_logprobs
-
-    streams = _test_streams(cfg, rd)
-    scores = {}
-    for key, folder in (("seed", rd.seed), ("dense", rd.dense)):
-        def single(folder=folder, key=key):
-            model = load_causal_lm(folder)
-            return score_languages(cfg, streams, lambda lang: lambda ids, rows:
-                                   target_logprobs(model, ids), key)
-        scores[key] = _cached(cfg, rd, key, streams, single, folder=folder)
-    experts = LazyExperts(rd)
-    for method in cfg.eval.methods:
-        scores[f"xelm_{method}"] = _cached(
-            cfg, rd, f"xelm_{method}", streams,
-            lambda method=method: score_languages(
-                cfg, streams, method_scorer(cfg, rd, experts, method, streams), f"xelm_{method}"))
-    return write_results(cfg, rd, scores)
 
 
 class LazyExperts:
@@ -140,20 +93,24 @@ class LazyExperts:
 
 
 def method_scorer(cfg: Config, rd: RunDir, experts: LazyExperts, method: str, streams: dict):
-    """lang -> score(ids, rows) for one inference method."""
+    """lang -> score(ids, rows) for one inference method (:data:`xelm.methods.METHODS`):
+    the methods that read the preceding block route each block by it; the others score
+    the block alone, as one request."""
     from xelm.infer.mixture import score_targets
 
-    if method.endswith("_tfidf"):
-        return _context_scorer(cfg, experts, streams, _tfidf_weigher(cfg, rd, method))
-    if method == "top1_langid":
-        return _context_scorer(cfg, experts, streams, _langid_weigher)
-    if method == "ensemble_posterior_context":
-        return _posterior_context_scorer(cfg, experts, streams)
+    route = METHODS[method].route
+    if route == "tfidf":
+        return context_scorer(cfg, experts, streams, tfidf_weigher(cfg, rd, method))
+    if route == "langid":
+        return context_scorer(cfg, experts, streams, langid_weigher)
+    if route == "posterior_context":
+        return posterior_context_scorer(cfg, experts, streams)
+    top_k = cfg.eval.top_k if "top_k" in METHODS[method].options else None
     return lambda lang: lambda ids, rows: score_targets(experts.get(), ids, method, lang=lang,
-                                                       top_k=cfg.eval.top_k if method == "ensemble_posterior" else None)
+                                                       top_k=top_k)
 
 
-def _tfidf_weigher(cfg: Config, rd: RunDir, method: str):
+def tfidf_weigher(cfg: Config, rd: RunDir, method: str):
     """c-BTM: softmax(-d²/T) over the TF-IDF distances of a text to the experts' centres."""
     import numpy as np
 
@@ -164,7 +121,7 @@ def _tfidf_weigher(cfg: Config, rd: RunDir, method: str):
     allocation = read_json(rd.allocation)
     router = TfidfRouter.load(check_inside(rd.root, allocation["router"]))
     centred = list(allocation["experts"])  # centre i is the allocation's i-th expert
-    top_k = 1 if method == "top1_tfidf" else cfg.eval.top_k
+    top_k = cfg.eval.top_k if "top_k" in METHODS[method].options else 1  # top1_tfidf: 1
 
     def weigh(texts: list[str], es):
         dist = np.sqrt(np.maximum(router.distances(texts, progress=False), 0.0))
@@ -177,27 +134,26 @@ def _tfidf_weigher(cfg: Config, rd: RunDir, method: str):
     return weigh
 
 
-def _langid_weigher(texts: list[str], es):
+def langid_weigher(texts: list[str], es):
     """Top-1 by language identification: all weight on the detected language's expert,
     uniform where no language is detected."""
     import math
 
     import torch
 
-    from xelm.data.langid import detector_for
+    from xelm.infer.routers import langid_experts
 
-    detected = detector_for(tuple(sorted(es.language_to_expert))).detect(texts)
     k = len(es.names)
     log_w = torch.full((k, len(texts)), -float("inf"))
-    for j, lang in enumerate(detected):
-        if lang is None:
+    for j, expert in enumerate(langid_experts(es, texts)):
+        if expert is None:
             log_w[:, j] = -math.log(k)
         else:
-            log_w[es.index(es.expert_for_language(lang)), j] = 0.0
+            log_w[es.index(expert), j] = 0.0
     return log_w
 
 
-def _context_scorer(cfg: Config, experts: LazyExperts, streams: dict, weigh):
+def context_scorer(cfg: Config, experts: LazyExperts, streams: dict, weigh):
     """Route each block by the text of the block before it (no look-ahead).
 
     ``weigh(texts, expert_set)`` gives log-weights ``[k, len(texts)]``. The first block
@@ -232,7 +188,7 @@ def _context_scorer(cfg: Config, experts: LazyExperts, streams: dict, weigh):
 PRIOR_FLOOR = 1e-3
 
 
-def _posterior_context_scorer(cfg: Config, experts: LazyExperts, streams: dict):
+def posterior_context_scorer(cfg: Config, experts: LazyExperts, streams: dict):
     """BTM's posterior with the preceding block as evidence too.
 
     A block's prior is the posterior after the block before it (each expert's likelihood
@@ -276,55 +232,15 @@ def _posterior_context_scorer(cfg: Config, experts: LazyExperts, streams: dict):
     return for_language
 
 
-def budget(rd: RunDir) -> dict:
-    def tokens(folder):
-        path = folder / "train_state.json"
-        return read_json(path)["tokens"] if path.is_file() else None
-
-    manifest = read_json(rd.root / "xelm.json")
-    experts = [e for e in manifest["experts"] if not e.get("adapted_language")]
-    state = next((f / "train_state.json" for f in (rd.seed, rd.dense)
-                  if (f / "train_state.json").is_file()), None)
-    out = {"dense_tokens": tokens(rd.dense), "seed_tokens": tokens(rd.seed),
-           "expert_tokens": {e["name"]: e["tokens"] for e in experts},
-           "expert_languages": {e["name"]: e["languages"] for e in experts},
-           "parameters": read_json(state).get("parameters") if state else None}
-    # HMR: the earlier rounds' experts (each listed once) are compute of the expert set too
-    earlier = {a["name"]: a for e in experts for a in e.get("ancestors", [])}
-    if earlier:
-        rounds = sorted({a["round"] for a in earlier.values()})
-        out["hmr_round_tokens"] = {str(r): sum(a["tokens"] for a in earlier.values()
-                                               if a["round"] == r) for r in rounds}
-    return out
-
-
 def eval_settings(cfg: Config) -> dict:
     """The ``eval`` section a result was made with (recorded beside it in results.json)."""
     return cfg.eval.model_dump(mode="json")
 
 
-# Sections other commands add to results.json, each recording its own eval settings.
-SECTIONS = ("adapt", "downstream")
 
 
-def write_results(cfg: Config, rd: RunDir, scores: dict) -> dict:
-    languages = read_json(rd.data / "prepare.json")["languages"]
-    results = {"languages": languages, "eval_settings": eval_settings(cfg), "budget": budget(rd),
-               "perplexity": {k: {lang: v[lang]["perplexity"] for lang in languages}
-                              for k, v in scores.items()},
-               "bits_per_byte": {k: {lang: v[lang]["bits_per_byte"] for lang in languages}
-                                 for k, v in scores.items()},
-               "eval_tokens": {lang: scores["dense"][lang]["tokens"] for lang in languages},
-               "timing": rd.timing()}
-    if rd.results.is_file():  # keep what other commands added under the same settings
-        previous = read_json(rd.results)
-        for name in SECTIONS:
-            if name not in previous:
-                continue
-            if previous[name].get("eval_settings") == results["eval_settings"]:
-                results[name] = previous[name]
-            else:
-                log.warning("results.json: dropped the %r section (made with other eval "
-                            "settings); run its command again to rescore it", name)
-    write_json(rd.results, results)
-    return results
+def single_scorer(model):
+    """lang -> score(ids, rows) of one causal LM (every language alike)."""
+    from xelm.infer.mixture import target_logprobs
+
+    return lambda lang: lambda ids, *_: target_logprobs(model, ids)
