@@ -1,6 +1,8 @@
-"""Markdown tables for BENCHMARKS.md from bench/results/quality.json and regime.json.
+"""Markdown tables for BENCHMARKS.md from bench/results/quality.json, regime.json and
+evidence.json (with evidence-train.json).
 
-    python bench/tables.py            # prints the tables; paste them into BENCHMARKS.md
+    python bench/tables.py                   # prints the tables; paste them into BENCHMARKS.md
+    python bench/tables.py --evidence PATH   # only the evidence tables, of PATH
 
 Printing from the JSON (never retyping numbers) keeps BENCHMARKS.md equal to what the
 benchmarks measured.
@@ -96,12 +98,104 @@ def regime(path: Path) -> None:
         print(f"| {size} | {c['mean_gain_positive_at']} | {c['all_languages_from']} |")
 
 
+def ci(v: dict) -> str:
+    """A change and its decision interval in percent (negative: x-ELM/method better)."""
+    return f"{100 * v['mean']:+.1f}% [{100 * v['ci95'][0]:+.1f}, {100 * v['ci95'][1]:+.1f}]"
+
+
+def evidence(path: Path) -> None:
+    """Issue 19: the sweep, the per-language change with intervals, label-free routing
+    in three settings, token exposure and the exposure-matched variant."""
+    data = json.loads(path.read_text())
+    train_path = Path(data["train_json"])
+    train = json.loads(train_path.read_text()) if train_path.is_file() else {}
+    source(data, f" ; seeds {data['n_seeds']}")
+    if train.get("sweep"):
+        print("| learning rate | dense: valid loss | x-ELM top-1: valid loss |")
+        print("|---|---|---|")
+        for lr, v in sorted(train["sweep"].items(), key=lambda kv: float(kv[0])):
+            print(f"| {lr} | {v['dense']['loss']:.4f} | {v['xelm_top1']['loss']:.4f} |")
+        c = train["chosen"]
+        print(f"\nChosen on validation: dense {c['dense_lr']:g}, experts {c['expert_lr']:g}.")
+        if train.get("seed0_valid"):
+            s = train["seed0_valid"]
+            print(f"Seed 0 retrained at the chosen rates: valid loss dense {s['dense']['loss']:.4f}, "
+                  f"x-ELM top-1 {s['xelm_top1']['loss']:.4f}.")
+    variants = data["variants"]
+    print()
+    names = [v for v in variants]
+    print("| language | " + " | ".join(f"{v}: top-1 vs dense [95% CI] (seed sd)" for v in names)
+          + " |")
+    print("|---" * (len(names) + 1) + "|")
+    first = variants[names[0]]["vs_dense"]["top1"]["per_language"]
+    for lang in first:
+        cells = []
+        for v in names:
+            x = variants[v]["vs_dense"]["top1"]["per_language"][lang]
+            mark = " **win**" if x["win"] else (" loss" if x["loss"] else "")
+            sd = f" ({100 * x['seed_sd']:.1f})" if x.get("seed_sd") is not None else ""
+            cells.append(ci(x) + sd + mark)
+        print(f"| {lang} | " + " | ".join(cells) + " |")
+    cells = []
+    for v in names:
+        r = variants[v]["vs_dense"]["top1"]
+        cells.append(f"{ci(r['overall'])}; wins {r['wins']}/{r['languages']}, losses "
+                     f"{r['losses']} (mean below 0: {r['wins_point']})")
+    print("| **all (unweighted mean)** | " + " | ".join(cells) + " |")
+    for v in names:
+        lf = variants[v]["label_free"]
+        print(f"\n{v}: label-free methods, change against top-1 (with the label) and wins "
+              f"against dense, per setting ({100 * lf['language_switches']:.0f}% of documents in "
+              "the interleaved stream follow one of another language):\n")
+        settings = lf["settings"]
+        print("| method | " + " | ".join(f"{s}: vs top-1 | {s}: wins vs dense" for s in settings) + " |")
+        print("|---" * (2 * len(settings) + 1) + "|")
+        methods = list(lf[settings[0]]["vs_top1"])
+        for m in methods:
+            cells = []
+            for s in settings:
+                a, b = lf[s]["vs_top1"][m], lf[s]["vs_dense"][m]
+                cells += [ci(a["overall"]), f"{b['wins']}/{b['languages']}"]
+            print(f"| {m} | " + " | ".join(cells) + " |")
+    v = names[0]
+    e = variants[v]["exposure"]
+    gain = variants[v]["vs_dense"]["top1"]["per_language"]
+    print(f"\n{v}: expected training tokens per language (mean over seeds) and the top-1 change:\n")
+    print("| language | from dense | from its expert | expert / dense | data share | tokens/byte | top-1 vs dense |")
+    print("|---|---|---|---|---|---|---|")
+    for lang, x in e["per_language"].items():
+        print(f"| {lang} | {x['dense_tokens']:,.0f} | {x['expert_tokens']:,.0f} | "
+              f"{x['expert_to_dense']:.2f} | {100 * x['data_share']:.1f}% | "
+              f"{x['tokens_per_byte']:.3f} | {100 * gain[lang]['mean']:+.1f}% |")
+    rho = e["spearman_gain_with"]
+    print("\nSpearman of the gain with: " + ", ".join(f"{k} {r:+.2f}" for k, r in rho.items()))
+    if "typology8_exposure" in variants and "typology8" in variants:
+        same = variants["typology8_exposure"]["vs_dense"]["top1"]
+        base = variants["typology8"]["vs_dense"]["top1"]
+        seeds = list(same["overall"]["seeds"])
+        print(f"\nExposure-matched budgets vs equal budgets, same seed(s) {seeds}: top-1 vs dense\n")
+        print("| language | equal budgets | exposure-matched |")
+        print("|---|---|---|")
+        for lang in same["per_language"]:
+            b = [base["per_language"][lang]["seeds"][s]["change"] for s in seeds]
+            m = [same["per_language"][lang]["seeds"][s]["change"] for s in seeds]
+            print(f"| {lang} | {100 * statistics.mean(b):+.1f}% | {100 * statistics.mean(m):+.1f}% |")
+        b = [base["overall"]["seeds"][s]["change"] for s in seeds]
+        m = [same["overall"]["seeds"][s]["change"] for s in seeds]
+        print(f"| **mean** | {100 * statistics.mean(b):+.1f}% | {100 * statistics.mean(m):+.1f}% |")
+
+
 def main() -> int:
     results = ROOT / "bench" / "results"
+    if sys.argv[1:2] == ["--evidence"]:
+        evidence(Path(sys.argv[2]))
+        return 0
     if (results / "quality.json").is_file():
         quality(results / "quality.json")
     if (results / "regime.json").is_file():
         regime(results / "regime.json")
+    if (results / "evidence.json").is_file():
+        evidence(results / "evidence.json")
     return 0
 
 
