@@ -10,13 +10,15 @@ the run directories afterwards.
    the *valid* split; the rate with the lowest validation loss (nats per token over the
    valid tokens of all languages) is chosen for each, separately. The test split is not
    read.
-3. **Seeds** (``--seeds``): for each seed (model initialisation and data order; the split
-   stays that of ``corpus.split_seed=0``), typology-8 with the chosen rates (``train.lr``
-   for the experts, ``train.dense_lr`` for dense); then typology-8 with exposure-matched
-   budgets (``train.expert_budget=proportional``, seed 0); then TF-IDF-8 for each seed.
-   Runs of one seed share data, seed model and dense (copied; the same by construction);
-   seed 0 reuses the sweep's models where their directories exist. The runs evaluate
-   top-1 only: ``bench/evidence_report.py`` scores every method per test document.
+3. **Seeds** (``--seeds``), one after another, each seed (model initialisation and data
+   order; the split stays that of ``corpus.split_seed=0``): typology-8 with the chosen
+   rates (``train.lr`` for the experts, ``train.dense_lr`` for dense); for seed 0 also
+   typology-8 with exposure-matched budgets (``train.expert_budget=proportional``); then
+   TF-IDF-8. Runs of one seed share data, seed model and dense (copied; the same by
+   construction); seed 0 reuses the sweep's models where their directories exist. The
+   runs evaluate top-1 only: ``bench/evidence_report.py`` scores every method per test
+   document and archives the scores (``bench/results/evidence-runs/``); an archived run
+   is not trained again, so seeds add up over sessions.
 
 A sweep point recorded in the JSON whose run directory is gone (an earlier session's) is
 kept, not retrained; seed 0 re-measures the chosen rates (``seed0_valid``).
@@ -44,6 +46,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from quality import VARIANTS, run_config  # noqa: E402
+
+ARCHIVE = ROOT / "bench" / "results" / "evidence-runs"  # per-run scores, see evidence_report
 
 RESULT = ROOT / "bench" / "results" / "evidence-train.json"
 # 1 torch thread per job, 2 jobs at once (dense beside the experts): the 2 cores full.
@@ -139,13 +143,22 @@ def choose(record: dict) -> dict:
 
 
 def seeds(corpus: str, out: Path, chosen: dict, seed_list: list[int], record: dict) -> dict:
-    """The headline variant for every seed first, then the exposure-matched one (seed 0),
-    then TF-IDF-8 for every seed: what matters most finishes first."""
+    """Seed by seed: typology-8, then (seed 0) typology-8 with exposure-matched budgets,
+    then TF-IDF-8, the last two reusing the first's data, seed model and dense. A run
+    archived by ``bench/evidence_report.py`` (``ARCHIVE``: an earlier session's) is not
+    trained again."""
     lr_e, lr_d = chosen["expert_lr"], chosen["dense_lr"]
     sets = [*BASE, f"train.lr={lr_e}", f"train.dense_lr={lr_d}", METHODS]
     swept = [out / f"sweep-lr{lr}" for lr in record if (out / f"sweep-lr{lr}" / "seed").exists()]
     runs: dict = {}
     done = {"sweep": record, "chosen": chosen, "seeds": runs}
+
+    def train(run: Path, seed: int, variant: list[str], what: str) -> None:
+        if (ARCHIVE / f"{run.name}.json.gz").is_file():
+            print(f"{what}: archived in {ARCHIVE}, not trained again")
+            return
+        run_config(run, corpus, [*sets, f"random_seed={seed}", *variant], what)
+
     for seed in seed_list:
         typ = out / f"seed{seed}-typology8"
         if seed == 0 and swept:  # the sweep trained this seed model (and maybe these models)
@@ -160,26 +173,19 @@ def seeds(corpus: str, out: Path, chosen: dict, seed_list: list[int], record: di
             _copy_shared(swept[0], typ, ("data",))
             if (out / f"seedmodel-{seed}" / "DONE").exists():  # trained ahead: --seed-models
                 _copy_shared(out / f"seedmodel-{seed}", typ, ("seed",))
-        run_config(typ, corpus, [*sets, f"random_seed={seed}", *VARIANTS["typology8"]],
-                   f"seed {seed} typology8")
+        train(typ, seed, VARIANTS["typology8"], f"seed {seed} typology8")
         runs.setdefault(str(seed), {})["typology8"] = _rel(typ)
-        if seed == 0:
+        if seed == 0 and (typ / "results.json").exists():
             done["seed0_valid"] = validation_loss(typ)
         _save(done)
-    if 0 in seed_list:
-        exp = out / "seed0-typology8-exposure"
-        _copy_shared(out / "seed0-typology8", exp, ("data", "seed", "dense"))
-        run_config(exp, corpus, [*sets, "random_seed=0", *VARIANTS["typology8"], *EXPOSURE],
-                   "seed 0 typology8, exposure-matched budgets")
-        runs["0"]["typology8_exposure"] = _rel(exp)
-        _save(done)
-    for seed in seed_list:
-        typ, tf = out / f"seed{seed}-typology8", out / f"seed{seed}-tfidf8"
-        _copy_shared(typ, tf, ("data", "seed", "dense"))
-        run_config(tf, corpus, [*sets, f"random_seed={seed}", *VARIANTS["tfidf8"]],
-                   f"seed {seed} tfidf8")
-        runs[str(seed)]["tfidf8"] = _rel(tf)
-        _save(done)
+        others = [("typology8_exposure", "typology8-exposure", EXPOSURE)] if seed == 0 else []
+        for variant, name, extra in [*others, ("tfidf8", "tfidf8", [])]:
+            run = out / f"seed{seed}-{name}"
+            _copy_shared(typ, run, ("data", "seed", "dense"))
+            base = VARIANTS["tfidf8" if variant == "tfidf8" else "typology8"]
+            train(run, seed, [*base, *extra], f"seed {seed} {variant}")
+            runs[str(seed)][variant] = _rel(run)
+            _save(done)
     return runs
 
 

@@ -25,6 +25,7 @@ the same documents: ``exp((NLL_m - NLL_ref) / tokens) - 1``, negative = better):
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import os
@@ -38,6 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+ARCHIVE = ROOT / "bench" / "results" / "evidence-runs"  # bench/evidence.py skips what is here
 VARIANTS = ("typology8", "typology8_exposure", "tfidf8")
 LABEL_FREE = ("ensemble_posterior", "ensemble_posterior_context", "top1_langid",
               "ensemble_tfidf", "top1_tfidf")
@@ -202,6 +204,48 @@ def consistency(run: Path, stream: dict) -> float | None:
     return worst
 
 
+# --------------------------------------------------------------------------- archive
+def run_record(run: Path, args) -> dict:
+    """What the report needs of one run: per-document scores of every model in every
+    setting, token exposure, the split, the scoring time. Kept in the repository
+    (``bench/results/evidence-runs/<run name>.json.gz``, about 100 kB) so that seeds
+    trained in different sessions (run directories do not outlive a session on the
+    2-core machine) add up; ``bench/evidence.py`` does not retrain an archived run."""
+    from xelm.evaluate.streams import language_switches
+    from xelm.io import read_json
+
+    path = ARCHIVE / f"{run.name}.json.gz"
+    if path.is_file():
+        record = json.loads(gzip.decompress(path.read_bytes()))
+        if (record["order_seed"], record["span"]) == (args.order_seed, args.span):
+            return record
+    if not (run / "results.json").is_file():
+        raise SystemExit(f"{run}: neither a finished run nor archived in {path}")
+    scores = document_scores(run, args.order_seed, args.span)
+    timing = run / "eval" / "docs-seconds.json"
+    record = {"run": str(run), "order_seed": args.order_seed, "span": args.span,
+              "scoring_seconds": read_json(timing) if timing.is_file() else None,
+              "stream_vs_xelm_eval_max_rel_diff": consistency(run, scores["stream"]),
+              "exposure": exposure(run), "split": split_record(run),
+              "language_switches": language_switches(load_run(run)[2], args.order_seed),
+              "scores": precise(scores)}
+    ARCHIVE.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(record, separators=(",", ":")).encode()
+    path.write_bytes(gzip.compress(data, mtime=0))  # no timestamp: equal scores, equal bytes
+    return record
+
+
+def precise(obj):
+    """Floats to 9 significant digits (document NLL sums: far below a 0.001% change)."""
+    if isinstance(obj, float):
+        return float(f"{obj:.9g}")
+    if isinstance(obj, dict):
+        return {k: precise(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [precise(v) for v in obj]
+    return obj
+
+
 # --------------------------------------------------------------------------- exposure
 def exposure(run: Path) -> dict:
     """Per language: expected training tokens from dense and from its top-1 expert (and
@@ -239,11 +283,11 @@ def exposure(run: Path) -> dict:
     return out
 
 
-def exposure_report(runs: dict, changes: dict) -> dict:
+def exposure_report(records: dict, changes: dict) -> dict:
     """Exposure per language, averaged over the seeds' runs (TF-IDF clusters, and so the
     experts' language mixes, change with the seed), and the Spearman correlation of the
     top-1 gain (minus the mean change vs dense) with each column."""
-    per = {s: exposure(run) for s, run in runs.items()}
+    per = {s: r["exposure"] for s, r in records.items()}
     langs = list(next(iter(per.values())))
     cols = list(next(iter(per.values()))[langs[0]])
     mean = {lang: {c: float(np.mean([p[lang][c] for p in per.values()])) for c in cols}
@@ -268,15 +312,12 @@ def brief(result: dict) -> dict:
 
 
 def variant_report(index: int, runs: dict, args) -> dict:
-    from xelm.evaluate.streams import METHODS, language_metrics, language_switches
-    from xelm.io import read_json
+    from xelm.evaluate.streams import METHODS, language_metrics
 
-    scores, seconds, checks = {}, {}, {}
-    for s, run in runs.items():
-        scores[s] = document_scores(run, args.order_seed, args.span)
-        timing = run / "eval" / "docs-seconds.json"
-        seconds[s] = read_json(timing) if timing.is_file() else None
-        checks[s] = consistency(run, scores[s]["stream"])
+    records = {s: run_record(run, args) for s, run in runs.items()}
+    scores = {s: r["scores"] for s, r in records.items()}
+    seconds = {s: r["scoring_seconds"] for s, r in records.items()}
+    checks = {s: r["stream_vs_xelm_eval_max_rel_diff"] for s, r in records.items()}
     seeds = list(runs)
 
     def versus(setting: str, method: str, ref: str, slot: int) -> dict:
@@ -289,8 +330,7 @@ def variant_report(index: int, runs: dict, args) -> dict:
            "vs_dense": {m: versus("stream", m, "dense", i) for i, m in enumerate(METHODS)}}
     settings = [k for k in scores[seeds[0]]]
     label_free = {"settings": settings, "order_seed": args.order_seed,
-                  "language_switches": language_switches(load_run(runs[seeds[0]])[2],
-                                                         args.order_seed)}
+                  "language_switches": records[seeds[0]]["language_switches"]}
     for j, setting in enumerate(settings):
         names = [m for m in ("top1", "ensemble", *LABEL_FREE) if m in scores[seeds[0]][setting]]
         ppl = {m: {lang: float(np.mean([language_metrics(scores[s][setting][m])[lang]["perplexity"]
@@ -303,7 +343,8 @@ def variant_report(index: int, runs: dict, args) -> dict:
             "vs_dense": {m: brief(versus(setting, m, "dense", 100 * (j + 1) + 50 + i))
                          for i, m in enumerate(names)}}
     out["label_free"] = label_free
-    out["exposure"] = exposure_report(runs, out["vs_dense"]["top1"]["per_language"])
+    out["exposure"] = exposure_report(records, out["vs_dense"]["top1"]["per_language"])
+    out["split"] = records[seeds[0]]["split"]
     return out
 
 
@@ -324,7 +365,8 @@ def finished_runs(train: dict, variant: str) -> dict:
             continue
         run = Path(runs[variant])
         run = run if run.is_absolute() else ROOT / run
-        if (run / "results.json").is_file() and (run / "xelm.json").is_file():
+        finished = (run / "results.json").is_file() and (run / "xelm.json").is_file()
+        if finished or (ARCHIVE / f"{run.name}.json.gz").is_file():
             out[str(seed)] = run
     return out
 
@@ -355,7 +397,6 @@ def main() -> None:
     variants = {v: runs for v, runs in variants.items() if runs}
     if not variants:
         raise SystemExit(f"no finished run of {args.variants} in {args.train_json}")
-    first = next(iter(variants.values()))
     report = {"command": "python bench/evidence_report.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.machine(),
               "cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
@@ -363,7 +404,7 @@ def main() -> None:
               "chosen": train.get("chosen"),
               "seeds": {v: list(runs) for v, runs in variants.items()},
               "n_seeds": {v: len(runs) for v, runs in variants.items()},
-              "split": split_record(first[next(iter(first))]), "interval_method": INTERVALS,
+              "interval_method": INTERVALS, "archive": os.path.relpath(ARCHIVE, ROOT),
               "resamples": args.resamples, "bootstrap_seed": args.bootstrap_seed,
               "variants": {}}
     for i, (variant, runs) in enumerate(variants.items()):
