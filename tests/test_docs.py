@@ -25,9 +25,9 @@ def _commands(page: Path) -> list[str]:
 
 
 def _subparsers():
-    from xelm.cli import _parser
+    from xelm.cli.parser import build_parser
 
-    parser = _parser()
+    parser = build_parser()
     action = next(a for a in parser._actions if a.choices and "run" in a.choices)
     return parser, action.choices
 

@@ -197,12 +197,12 @@ def test_downstream_adds_results_and_report(setup, tmp_path):
     """`xelm eval --downstream` on a run whose dense model is a copy of expert e0."""
     import shutil
 
-    from xelm.cli import _parser
+    from xelm.cli.parser import build_parser
     from xelm.config import Config
     from xelm.pipeline.downstream import downstream
     from xelm.rundir import RunDir
 
-    assert _parser().parse_args(["eval", "c.yaml", "--downstream"]).downstream
+    assert build_parser().parse_args(["eval", "c.yaml", "--downstream"]).downstream
     run = tmp_path / "run"
     shutil.copytree(setup.run, run)
     shutil.copytree(run / "experts" / "e0", run / "dense")

@@ -279,12 +279,13 @@ except RunLockedError:
 
 
 def test_force_moves_the_old_run_aside_and_keeps_the_new_one_locked(tmp_path):
-    from xelm.cli import _open_run, _parser
+    from xelm.cli.commands import open_run_for
+    from xelm.cli.parser import build_parser
 
     out = tmp_path / "run"
     assert main(["prepare", *tiny_args(out)]) == 0
-    args = _parser().parse_args(["prepare", *tiny_args(out, "train.tokens=48000"), "--force"])
-    with _open_run(args, "prepare") as (_, rd):
+    args = build_parser().parse_args(["prepare", *tiny_args(out, "train.tokens=48000"), "--force"])
+    with open_run_for(args, "prepare") as (_, rd):
         assert rd.moved_aside is not None and rd.moved_aside.is_dir()
         probe = subprocess.run([sys.executable, "-c", TRY, str(out)], capture_output=True,
                                text=True, timeout=120)

@@ -11,8 +11,9 @@ import statistics
 from pathlib import Path
 
 from xelm.config import Config
-from xelm.evaluate.scoring import (LazyExperts, eval_settings, language_streams, method_scorer,
-                                   score_key, score_languages, single_scorer)
+from xelm.evaluate.scoring import (eval_settings, language_streams, method_scorer, score_key,
+                                   score_languages, single_scorer)
+from xelm.experts.manifest import LazyExperts
 from xelm.io import cached_json, read_json
 from xelm.rundir import RunDir
 

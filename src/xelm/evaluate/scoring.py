@@ -9,6 +9,7 @@ adapt`` and the benchmarks score through :func:`score_languages` and :func:`meth
 from __future__ import annotations
 
 from xelm.config import Config
+from xelm.experts.manifest import LazyExperts
 from xelm.io import fingerprint, read_json
 from xelm.methods import METHODS
 from xelm.rundir import RunDir
@@ -76,20 +77,6 @@ def score_key(cfg: Config, rd: RunDir, model: str, streams: dict, folder=None) -
         key["router"] = {p.relative_to(router).as_posix(): sha256_file(p)
                          for p in sorted(router.rglob("*")) if p.is_file()}
     return key
-
-
-class LazyExperts:
-    """Load the expert set once, only if some method still needs scoring."""
-
-    def __init__(self, rd: RunDir):
-        self.rd, self._set = rd, None
-
-    def get(self):
-        if self._set is None:
-            from xelm.experts.manifest import ExpertSet
-
-            self._set = ExpertSet.load(self.rd.root)
-        return self._set
 
 
 def method_scorer(cfg: Config, rd: RunDir, experts: LazyExperts, method: str, streams: dict):

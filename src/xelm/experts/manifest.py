@@ -342,3 +342,16 @@ class ExpertSet:
 
     def __len__(self) -> int:
         return len(self.names)
+
+
+class LazyExperts:
+    """The expert set of a run directory (``rd.root``), loaded once and only when first
+    asked for: evaluation skips loading when every score is cached."""
+
+    def __init__(self, rd):
+        self.rd, self._set = rd, None
+
+    def get(self) -> ExpertSet:
+        if self._set is None:
+            self._set = ExpertSet.load(self.rd.root)
+        return self._set

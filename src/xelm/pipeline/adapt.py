@@ -256,8 +256,11 @@ def average_parent(rd: RunDir, key: str) -> list[str]:
 
 # --------------------------------------------------------------------------- training
 def lapt_budget(cfg: Config, manifest: dict, tokens: int | None) -> int:
-    """Tokens per new language in whole optimizer steps; default: the run's per-expert budget."""
-    one = cfg.train.batch_size * cfg.model.context
+    """Tokens per new language in whole optimizer steps (as :func:`xelm.train.jobs.
+    expert_budget`); default: the run's per-expert budget."""
+    from xelm.train.jobs import one_batch
+
+    one = one_batch(cfg)
     if tokens is None:
         counts = Counter(e["tokens"] for e in manifest["experts"]
                          if e.get("tokens") and not e.get("adapted_language"))

@@ -18,3 +18,14 @@ def downstream(cfg: Config, rd: RunDir, **options) -> dict:
     set_section(rd, "downstream", entry)
     replace_report_section(rd, SECTION, markdown_section(entry))
     return entry
+
+
+def run_downstream(cfg: Config, rd: RunDir) -> str:
+    """``xelm eval --downstream`` after the eval stage: :func:`downstream`, timed as the
+    ``downstream`` stage; return the report section to print."""
+    from xelm.extras import require
+    from xelm.report.downstream import markdown_section
+
+    require("lm_eval", "xelm eval --downstream")
+    with rd.timed("downstream"):
+        return markdown_section(downstream(cfg, rd))

@@ -17,8 +17,9 @@ def evaluate(cfg: Config, rd: RunDir) -> dict:
     """Score seed, dense and the expert set (each method in ``eval.methods``)."""
     import torch
 
-    from xelm.evaluate.scoring import (LazyExperts, language_streams, method_scorer,
-                                       score_key, score_languages, single_scorer)
+    from xelm.evaluate.scoring import (language_streams, method_scorer, score_key,
+                                       score_languages, single_scorer)
+    from xelm.experts.manifest import LazyExperts
     from xelm.experts.store import load_causal_lm
 
     def cached(name: str, compute, folder=None) -> dict:

@@ -101,20 +101,26 @@ def run_round(cfg: Config, jobs: list) -> dict:
 
 
 # --------------------------------------------------------------------------- budgets
+def one_batch(cfg: Config) -> int:
+    """Tokens of one optimizer step of the dense baseline and the experts: every token
+    budget of ``train`` is a whole number of these."""
+    return cfg.train.batch_size * cfg.model.context
+
+
 def expert_budget(cfg: Config, k: int) -> int:
     """Tokens per expert: ``train.tokens / k`` rounded down to whole optimizer steps.
 
     The dense baseline then gets exactly ``k`` times this, so both sides of the
     comparison consume the same number of training tokens, not just nearly.
     """
-    one_batch = cfg.train.batch_size * cfg.model.context
-    steps = cfg.train.tokens // k // one_batch
+    step = one_batch(cfg)
+    steps = cfg.train.tokens // k // step
     if steps < 1:
         raise ValueError(f"train.tokens={cfg.train.tokens:,} split over {k} experts gives "
                          f"{cfg.train.tokens // k:,} tokens each, less than one batch "
-                         f"({cfg.train.batch_size} x {cfg.model.context} = {one_batch:,}); "
+                         f"({cfg.train.batch_size} x {cfg.model.context} = {step:,}); "
                          "raise train.tokens or use fewer experts")
-    return steps * one_batch
+    return steps * step
 
 
 def training_plan(cfg: Config, alloc: dict, info: dict):
@@ -122,19 +128,19 @@ def training_plan(cfg: Config, alloc: dict, info: dict):
     proportion to each expert's share of dense training), or the HMR plan of ``hmr.rounds``."""
     from xelm.train import plan as p
 
-    one_batch, mode = cfg.train.batch_size * cfg.model.context, cfg.train.expert_budget
+    step, mode = one_batch(cfg), cfg.train.expert_budget
     if cfg.hmr.rounds:
         if mode == "proportional":
             raise p.PlanError("train.expert_budget=proportional is for flat x-BTM; with "
                               "hmr.rounds each round splits its budget equally")
         plan = p.plan_for_run(alloc, cfg.hmr.rounds, cfg.hmr.fractions(), cfg.train.tokens,
-                              one_batch)
+                              step)
         log.info("HMR plan:\n%s", p.format_plan(plan))
         return plan
     counts = {lang: stats["train"]["tokens"] for lang, stats in info["stats"].items()}
     shares = (p.group_shares(alloc, language_weights(counts, cfg.train.alpha))
               if mode == "proportional" else None)
-    return p.flat_plan(alloc, expert_budget(cfg, len(alloc["experts"])), one_batch, shares)
+    return p.flat_plan(alloc, expert_budget(cfg, len(alloc["experts"])), step, shares)
 
 
 def expert_job(cfg: Config, rd: RunDir, alloc: dict, expert):
