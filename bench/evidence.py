@@ -57,7 +57,7 @@ BASE = ["corpus.split=by_key", "corpus.split_seed=0", "train.threads=1", "train.
 METHODS = "eval.methods=[top1]"
 # Item 5 of issue 19: expert budgets proportional to their group's data share, so that every
 # language gets the same tokens from its expert as from dense (same total).
-DEFAULT_LRS = ("0.006", "0.003", "0.0015")
+DEFAULT_LRS = ("0.0015", "0.003", "0.006", "0.012")  # 0.012: 0.006 won, at the edge
 EXPOSURE = ["train.expert_budget=proportional"]
 
 
@@ -196,9 +196,12 @@ def seed_models(corpus: str, out: Path, seed_list: list[int]) -> None:
     ``seeds`` copies a finished one (``DONE``) into the seed's run."""
     from xelm.cli import main as xelm
 
-    data = out / f"sweep-lr{float(DEFAULT_LRS[0]):g}" / "data"
-    while not (data / "prepare.json").exists():  # the main process prepares the data
+    def prepared():
+        return [d for d in sorted(out.glob("sweep-lr*/data")) if (d / "prepare.json").exists()]
+
+    while not prepared():  # the main process prepares the data
         time.sleep(30)
+    data = prepared()[0]
     for seed in seed_list:
         run = out / f"seedmodel-{seed}"
         if seed == 0 or (run / "DONE").exists():
