@@ -51,7 +51,7 @@ def test_streams(run: Path, cfg) -> dict:
 
 
 def score(cfg, streams: dict, model, desc: str) -> dict:
-    """Per-language perplexity of one model (``evaluate.stage.score_languages``)."""
+    """Per-language perplexity of one model (``evaluate.scoring.score_languages``)."""
     from xelm.evaluate.scoring import score_languages
     from xelm.infer.mixture import target_logprobs
 
