@@ -7,9 +7,7 @@ usually their script; 10-35 % of each lexicon is language-specific. ~2,500 conce
 nouns, 600 verbs, 400 adjectives, 12 adpositions) are drawn Zipf-like: a short frequent
 head, a long tail. Languages differ in word order (SVO/SOV/VSO), adpositions, adjective
 order, inflection (suffixing/prefixing/isolating, with or without case and plural marking)
-and script, from ten Unicode scripts (two Latin variants with disjoint letters, Cyrillic,
-Greek, Armenian, Georgian, Hebrew and Arabic written as alphabets, Devanagari and Thai as
-abugidas). In each family of three or more, one member uses another script: borrowed from
+and script, from ten Unicode scripts (:mod:`xelm.data.phonology`). In each family of three or more, one member uses another script: borrowed from
 another family, or its own. Each document has one of 8 topics that boosts a topic set of
 noun and verb concepts (the same concept ids in every language), so TF-IDF finds topics
 within a language (or a family, through cognates) as well as languages.
@@ -34,75 +32,16 @@ from typing import Callable
 
 import numpy as np
 
+from xelm.data.phonology import (CONSONANTS, SCRIPTS, VOWELS, apply_changes, family_phonology,
+                                  sound_changes)
 from xelm.io import atomic_write_text, write_json
 
-CONSONANTS = "ptkbdgmnszfvlrhjwx"
-VOWELS = "aeiouy"
 N_NOUNS, N_VERBS, N_ADJECTIVES, N_ADPOSITIONS = 1500, 600, 400, 12
 N_TOPICS = 8
 WORD_ORDERS = ("SVO", "SOV", "VSO")
 INFLECTIONS = ("suffixing", "prefixing", "none")
 _FUNCTION_WORDS = ("det", "and", "but", "neg", "plural", "past")
 _AFFIXES = ("acc", "obl", "plural", "past", "agree")
-
-
-@dataclass(frozen=True)
-class Script:
-    """How phonemes are written: one glyph string per phoneme, or an abugida."""
-
-    name: str
-    glyphs: tuple[str, ...]
-    cased: bool = True
-    stop: str = "."
-    comma: str = ","
-    vowel_signs: tuple[str, ...] | None = None
-    virama: str = ""
-
-    def render(self, phonemes: str) -> str:
-        if self.vowel_signs is None:
-            return phonemes.translate(_table(self))
-        return _render_abugida(self, phonemes)
-
-
-def _script(name: str, glyphs: str, signs: str | None = None, **kw) -> Script:
-    signs_tuple = tuple("" if s == "0" else s for s in signs.split()) if signs else None
-    return Script(name, tuple(glyphs.split()), vowel_signs=signs_tuple, **kw)
-
-
-SCRIPTS = {s.name: s for s in (
-    _script("latin", "p t k b d g m n s z f v l r h j w sh a e i o u ë"),
-    _script("latin-ext", "ƥ ť ķ ƀ ď ģ ḿ ň ś ž ƒ ʋ ľ ř ħ ĵ ŵ š ā ē ī ō ū ə"),
-    _script("cyrillic", "п т к б д г м н с з ф в л р х й ў ш а е и о у ы"),
-    _script("greek", "π τ κ β δ γ μ ν σ ζ φ ϝ λ ρ χ ϳ θ ξ α ε ι ο υ η"),
-    _script("armenian", "պ տ կ բ դ գ մ ն ս զ ֆ վ լ ր հ յ ւ շ ա ե ի ո ու ը", stop="։"),
-    _script("georgian", "პ ტ კ ბ დ გ მ ნ ს ზ ფ ვ ლ რ ჰ ჲ ჳ შ ა ე ი ო უ ჷ", cased=False),
-    _script("hebrew", "פ ת ק ב ד ג מ נ ס ז ף צ ל ר ח ײ װ ש א ע י ו וּ ה", cased=False),
-    _script("arabic", "پ ت ك ب د گ م ن س ز ف ڤ ل ر ه ي و ش ا ى ئ ۆ ۇ ە",
-            cased=False, comma="،"),
-    _script("devanagari", "प त क ब द ग म न स ज फ व ल र ह य ळ श आ ए इ ओ उ अ",
-            signs="ा े ि ो ु 0", virama="्", cased=False, stop="।"),
-    _script("thai", "ป ต ก บ ด ค ม น ส ซ ฟ ว ล ร ห ย ญ ช อา อี อิ อื อุ อึ",
-            signs="า ี ิ ื ุ ึ", cased=False),
-)}
-
-
-@lru_cache(maxsize=None)
-def _table(script: Script) -> dict[int, str]:
-    return {ord(p): g for p, g in zip(CONSONANTS + VOWELS, script.glyphs)}
-
-
-def _render_abugida(script: Script, phonemes: str) -> str:
-    glyph, out, i = _table(script), [], 0
-    while i < len(phonemes):
-        ph = phonemes[i]
-        nxt = phonemes[i + 1] if i + 1 < len(phonemes) else ""
-        if ph in CONSONANTS and nxt and nxt in VOWELS:
-            out += [glyph[ord(ph)], script.vowel_signs[VOWELS.index(nxt)]]
-            i += 2
-            continue
-        out.append(glyph.get(ord(ph), ph) + (script.virama if ph in CONSONANTS else ""))
-        i += 1
-    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -131,16 +70,6 @@ class SyntheticLanguage:
 
     def __post_init__(self):
         object.__setattr__(self, "sound_changes", tuple(self.sound_changes))
-
-
-@lru_cache(maxsize=64)
-def _family_phonology(seed: int, family_index: int) -> tuple[str, str, str]:
-    """Proto-consonants, proto-vowels and syllable shape ('CV' or 'CVC') of a family."""
-    rng = np.random.default_rng([seed, 1, family_index])
-    cons = rng.choice(list(CONSONANTS), size=int(rng.integers(11, 17)), replace=False)
-    vows = rng.choice(list(VOWELS), size=int(rng.integers(3, 7)), replace=False)
-    syllable = "CVC" if rng.random() < 0.5 else "CV"
-    return "".join(sorted(cons)), "".join(sorted(vows)), syllable
 
 
 def _family_typology(n_families: int, rng: np.random.Generator) -> list[dict]:
@@ -186,21 +115,6 @@ def _assign_scripts(sizes: list[int], rng: np.random.Generator) -> list[list[str
     return scripts
 
 
-def _sound_changes(cons: str, vows: str, rng: np.random.Generator) -> tuple[str, ...]:
-    changed = rng.choice(list(cons), size=int(rng.integers(1, 4)), replace=False).tolist()
-    n_vowel_changes = int(rng.integers(0, 2)) if len(vows) > 3 else 0
-    changed += rng.choice(list(vows), size=n_vowel_changes, replace=False).tolist()
-    rules = []
-    for ph in changed:
-        targets = [p for p in (CONSONANTS if ph in CONSONANTS else VOWELS) if p != ph]
-        rules.append(f"{ph}>{targets[int(rng.integers(len(targets)))]}")
-    return tuple(rules)
-
-
-def _apply(changes: tuple[str, ...], text: str) -> str:
-    return text.translate({ord(r[0]): r[2] for r in changes})
-
-
 def make_languages(n_languages: int = 12, seed: int = 0) -> list[SyntheticLanguage]:
     """The language set: families of about three, typology mostly inherited per family."""
     if not 2 <= n_languages <= 16:
@@ -211,17 +125,17 @@ def make_languages(n_languages: int = 12, seed: int = 0) -> list[SyntheticLangua
     typologies, scripts = _family_typology(n_families, rng), _assign_scripts(sizes, rng)
     languages = []
     for f, size in enumerate(sizes):
-        cons, vows, syllable = _family_phonology(seed, f)
+        cons, vows, syllable = family_phonology(seed, f)
         for member in range(size):
             i = len(languages)
-            changes = _sound_changes(cons, vows, rng)
+            changes = sound_changes(cons, vows, rng)
             code = "q" + chr(ord("a") + i // 26) + chr(ord("a") + i % 26)
             languages.append(SyntheticLanguage(
                 code=code, name=f"Synthetic {code[1:].capitalize()}",
                 family=f"Family {chr(ord('A') + f)}", script=scripts[f][member],
                 **_mutate(typologies[f], rng), syllable=syllable,
-                n_consonants=len(set(_apply(changes, cons))),
-                n_vowels=len(set(_apply(changes, vows))), sound_changes=changes,
+                n_consonants=len(set(apply_changes(changes, cons))),
+                n_vowels=len(set(apply_changes(changes, vows))), sound_changes=changes,
                 cognate_rate=round(float(rng.uniform(0.65, 0.9)), 3),
                 seed=seed, family_index=f, index=i))
     return languages
@@ -250,7 +164,7 @@ def _syllable_counts(rng: np.random.Generator) -> np.ndarray:
 @lru_cache(maxsize=64)
 def _proto_lexicon(seed: int, family_index: int) -> tuple[list[str], list[str]]:
     """Family proto-roots for every concept, then proto function words and affixes."""
-    cons, vows, syllable = _family_phonology(seed, family_index)
+    cons, vows, syllable = family_phonology(seed, family_index)
     rng = np.random.default_rng([seed, 2, family_index])
     grammar = _roots(rng, np.ones(len(_FUNCTION_WORDS) + len(_AFFIXES), int), cons, vows, False)
     roots = _roots(rng, _syllable_counts(rng), cons, vows, syllable == "CVC")
@@ -293,14 +207,14 @@ class Morphology:
 @lru_cache(maxsize=32)
 def morphology(lang: SyntheticLanguage) -> Morphology:
     proto, grammar = _proto_lexicon(lang.seed, lang.family_index)
-    cons, vows, syllable = _family_phonology(lang.seed, lang.family_index)
-    cons, vows = _apply(lang.sound_changes, cons), _apply(lang.sound_changes, vows)
+    cons, vows, syllable = family_phonology(lang.seed, lang.family_index)
+    cons, vows = apply_changes(lang.sound_changes, cons), apply_changes(lang.sound_changes, vows)
     rng = np.random.default_rng([lang.seed, 3, lang.index])
     own = _roots(rng, _syllable_counts(rng), cons, vows, syllable == "CVC")
     cognate = rng.random(len(proto)) < lang.cognate_rate
-    roots = _unique([_apply(lang.sound_changes, p) if c else o
+    roots = _unique([apply_changes(lang.sound_changes, p) if c else o
                      for p, o, c in zip(proto, own, cognate)], rng, vows)
-    grammar = [_apply(lang.sound_changes, g) for g in grammar]
+    grammar = [apply_changes(lang.sound_changes, g) for g in grammar]
     return Morphology(tuple(roots), dict(zip(_FUNCTION_WORDS, grammar)),
                       dict(zip(_AFFIXES, grammar[len(_FUNCTION_WORDS):])))
 
