@@ -33,6 +33,7 @@ validation losses, the choice, the run directories of each seed).
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import platform
@@ -154,9 +155,14 @@ def seeds(corpus: str, out: Path, chosen: dict, seed_list: list[int], record: di
     done = {"sweep": record, "chosen": chosen, "seeds": runs}
 
     def train(run: Path, seed: int, variant: list[str], what: str) -> None:
-        if (ARCHIVE / f"{run.name}.json.gz").is_file():
-            print(f"{what}: archived in {ARCHIVE}, not trained again")
-            return
+        archived = ARCHIVE / f"{run.name}.json.gz"
+        if archived.is_file():
+            lr = json.loads(gzip.decompress(archived.read_bytes()))["lr"]
+            if (lr["experts"], lr["dense"]) == (lr_e, lr_d):
+                print(f"{what}: archived in {ARCHIVE}, not trained again")
+                return
+            raise SystemExit(f"{archived} holds {what} trained at other rates ({lr}) than "
+                             f"chosen now ({lr_e:g}, dense {lr_d:g}): move it aside to retrain")
         run_config(run, corpus, [*sets, f"random_seed={seed}", *variant], what)
 
     for seed in seed_list:

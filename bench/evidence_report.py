@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import math
 import os
@@ -215,15 +216,21 @@ def run_record(run: Path, args) -> dict:
     from xelm.io import read_json
 
     path = ARCHIVE / f"{run.name}.json.gz"
+    config = run / "config.yaml"
+    sha = hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else None
     if path.is_file():
         record = json.loads(gzip.decompress(path.read_bytes()))
-        if (record["order_seed"], record["span"]) == (args.order_seed, args.span):
+        if (record["order_seed"], record["span"]) == (args.order_seed, args.span) and \
+                sha in (None, record.get("config_sha256")):  # the run is gone, or the same
             return record
     if not (run / "results.json").is_file():
         raise SystemExit(f"{run}: neither a finished run nor archived in {path}")
     scores = document_scores(run, args.order_seed, args.span)
     timing = run / "eval" / "docs-seconds.json"
+    cfg = load_run(run)[0]
     record = {"run": str(run), "order_seed": args.order_seed, "span": args.span,
+              "config_sha256": sha, "random_seed": cfg.random_seed,
+              "lr": {"experts": cfg.train.lr, "dense": cfg.train.dense_lr or cfg.train.lr},
               "scoring_seconds": read_json(timing) if timing.is_file() else None,
               "stream_vs_xelm_eval_max_rel_diff": consistency(run, scores["stream"]),
               "exposure": exposure(run), "split": split_record(run),
