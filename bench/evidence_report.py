@@ -332,7 +332,7 @@ def variant_report(index: int, runs: dict, args) -> dict:
         return compare([scores[s][setting][method] for s in seeds],
                        [scores[s][setting][ref] for s in seeds], seeds, args.resamples, rng)
 
-    out = {"runs": {s: str(run) for s, run in runs.items()}, "scoring_seconds": seconds,
+    out = {"runs": {s: os.path.relpath(run, ROOT) for s, run in runs.items()}, "scoring_seconds": seconds,
            "stream_vs_xelm_eval_max_rel_diff": checks,
            "vs_dense": {m: versus("stream", m, "dense", i) for i, m in enumerate(METHODS)}}
     settings = [k for k in scores[seeds[0]]]
@@ -407,7 +407,7 @@ def main() -> None:
     report = {"command": "python bench/evidence_report.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": platform.machine(),
               "cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-              "train_json": args.train_json, "train_command": train.get("command"),
+              "train_json": os.path.relpath(args.train_json, ROOT), "train_command": train.get("command"),
               "chosen": train.get("chosen"),
               "seeds": {v: list(runs) for v, runs in variants.items()},
               "n_seeds": {v: len(runs) for v, runs in variants.items()},

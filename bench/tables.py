@@ -108,6 +108,7 @@ def evidence(path: Path) -> None:
     in three settings, token exposure and the exposure-matched variant."""
     data = json.loads(path.read_text())
     train_path = Path(data["train_json"])
+    train_path = train_path if train_path.is_absolute() else ROOT / train_path
     train = json.loads(train_path.read_text()) if train_path.is_file() else {}
     source(data, f" ; seeds {data['n_seeds']}")
     if train.get("sweep"):
