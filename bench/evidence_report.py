@@ -235,22 +235,11 @@ def run_record(run: Path, args) -> dict:
               "stream_vs_xelm_eval_max_rel_diff": consistency(run, scores["stream"]),
               "exposure": exposure(run), "split": split_record(run),
               "language_switches": language_switches(load_run(run)[2], args.order_seed),
-              "scores": precise(scores)}
+              "scores": rounded(scores, 9)}  # NLL sums: far below a 0.001% change
     ARCHIVE.mkdir(parents=True, exist_ok=True)
     data = json.dumps(record, separators=(",", ":")).encode()
     path.write_bytes(gzip.compress(data, mtime=0))  # no timestamp: equal scores, equal bytes
     return record
-
-
-def precise(obj):
-    """Floats to 9 significant digits (document NLL sums: far below a 0.001% change)."""
-    if isinstance(obj, float):
-        return float(f"{obj:.9g}")
-    if isinstance(obj, dict):
-        return {k: precise(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [precise(v) for v in obj]
-    return obj
 
 
 # --------------------------------------------------------------------------- exposure
@@ -421,14 +410,14 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def rounded(obj):
-    """Floats to 6 significant digits (the JSON stays readable; nothing measured is finer)."""
+def rounded(obj, digits: int = 6):
+    """Floats to ``digits`` significant digits (6 for the report: nothing measured is finer)."""
     if isinstance(obj, float):
-        return float(f"{obj:.6g}")
+        return float(f"{obj:.{digits}g}")
     if isinstance(obj, dict):
-        return {k: rounded(v) for k, v in obj.items()}
+        return {k: rounded(v, digits) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [rounded(v) for v in obj]
+        return [rounded(v, digits) for v in obj]
     return obj
 
 
