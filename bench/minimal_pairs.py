@@ -4,7 +4,8 @@ models can pass or fail?
 For a finished run (``xelm run``), builds the minimal-pair tasks from the run's own data
 (:mod:`xelm.evaluate.minimal_pairs`: grammar pairs on the synthetic corpus, perturbed
 held-out sentences on real text), scores seed, dense, x-ELM top-1 and the best label-free
-method the lm-eval model runs (lowest bits per byte in ``results.json``) through lm-eval,
+method the lm-eval model runs (lowest bits per byte in ``results.json``; the posterior
+ensemble, scored on the test split here, when the run evaluated none) through lm-eval,
 and, per language, sets the change in accuracy (x-ELM minus dense, paired over the same
 pairs) against the change in perplexity (``results.json``), with Pearson's and Spearman's
 correlation and their intervals.
@@ -224,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     summary = build_minimal_pairs(run, work / "tasks", pairs=args.pairs, n=args.n,
                                   seed=args.seed, max_tokens=context - 2)
     built = time.perf_counter() - start
+    if best_label_free(results) is None:  # the run evaluated top-1 only: score it here
+        from xelm.export.rundata import run_config
+        from xelm.pipeline.eval import with_methods
+        from xelm.rundir import RunDir
+
+        results = with_methods(run_config(run), RunDir(run), results, ["ensemble_posterior"])
     chosen = best_label_free(results)
     models = [m for m in ("seed", "dense") if (run / m).is_dir()] + ["xelm_top1"]
     label_free = None

@@ -15,6 +15,14 @@ from xelm.rundir import RunDir
 
 def evaluate(cfg: Config, rd: RunDir) -> dict:
     """Score seed, dense and the expert set (each method in ``eval.methods``)."""
+    return write_results(cfg, rd, score_models(cfg, rd, cfg.eval.methods))
+
+
+def score_models(cfg: Config, rd: RunDir, methods, models=("seed", "dense")) -> dict:
+    """``{name: {lang: metrics}}`` of ``models`` (folders of the run) and the expert set
+    under each of ``methods`` (named ``xelm_<method>``), on the test streams ``xelm eval``
+    scores, through its cache (a benchmark scoring a method the run's evaluation did not
+    leaves it there for ``xelm eval``)."""
     import torch
 
     from xelm.evaluate.scoring import (language_streams, method_scorer, score_key,
@@ -30,15 +38,28 @@ def evaluate(cfg: Config, rd: RunDir) -> dict:
         languages = read_json(rd.prepare_json)["languages"]
         streams = language_streams(rd, languages, "test", cfg.eval.max_tokens_per_language)
         scores = {}
-        for key, folder in (("seed", rd.seed), ("dense", rd.dense)):
+        for key in models:
+            folder = {"seed": rd.seed, "dense": rd.dense}[key]
             scores[key] = cached(key, lambda folder=folder, key=key: score_languages(
                 cfg, streams, single_scorer(load_causal_lm(folder)), key), folder=folder)
         experts = LazyExperts(rd)
-        for method in cfg.eval.methods:
+        for method in methods:
             name = f"xelm_{method}"
             scores[name] = cached(name, lambda method=method, name=name: score_languages(
                 cfg, streams, method_scorer(cfg, rd, experts, method, streams), name))
-        return write_results(cfg, rd, scores)
+        return scores
+
+
+def with_methods(cfg: Config, rd: RunDir, results: dict, methods) -> dict:
+    """``results`` (a run's ``results.json``) with the perplexity and bits per byte of
+    each of ``methods`` it lacks, scored by :func:`score_models`; the file is not touched."""
+    missing = [m for m in methods if f"xelm_{m}" not in results["perplexity"]]
+    extra = score_models(cfg, rd, missing, models=()) if missing else {}
+    out = {**results, **{k: dict(results[k]) for k in ("perplexity", "bits_per_byte")}}
+    for name, per in extra.items():
+        for k in ("perplexity", "bits_per_byte"):
+            out[k][name] = {lang: v[k] for lang, v in per.items()}
+    return out
 
 
 def budget(rd: RunDir) -> dict:
