@@ -114,6 +114,7 @@ class RunDir:
     data = property(lambda self: self.root / "data")
     prepare_json = property(lambda self: self.data / "prepare.json")  # prepare's record
     tokenizer = property(lambda self: self.data / "tokenizer")
+    held_out_keys = property(lambda self: self.data / "held_out_keys.json")  # split: by_key
     synthetic = property(lambda self: self.data / "synthetic")  # the embedded corpus
     adapt_json = property(lambda self: self.data / "adapt.json")  # `xelm adapt`'s record
     seed = property(lambda self: self.root / "seed")

@@ -220,9 +220,10 @@ def test_a_corpus_changed_after_a_kill_is_prepared_again(tmp_path):
     assert_same_files(out, want)
 
 
-def test_languages_added_later_are_prepared_as_adapt_did_in_memory(tmp_path):
-    """prepare_languages (for xelm adapt) = each language read whole, split alone (by_key:
-    by text), its text and shards written with the run's tokenizer."""
+@pytest.mark.parametrize("method", ["random", "every_nth"])
+def test_languages_added_later_are_prepared_as_adapt_did_in_memory(tmp_path, method):
+    """prepare_languages (for xelm adapt) = each language read whole, split alone, its text
+    and shards written with the run's tokenizer (by_key: tests/test_adapt_by_key.py)."""
     from xelm.data import packing, readers
     from xelm.data.prepare import prepare_languages
     from xelm.data.tokenizer import load_tokenizer
@@ -232,14 +233,14 @@ def test_languages_added_later_are_prepared_as_adapt_did_in_memory(tmp_path):
     prepare_corpus(CorpusConfig(source="dir", path=str(corpus), languages=["en", "de"]), run,
                    seed=1, tokenizer=PLAN)
     before = files(run)
-    new = CorpusConfig(source="dir", path=str(corpus), languages=["ru", "sw"], split="by_key",
+    new = CorpusConfig(source="dir", path=str(corpus), languages=["ru", "sw"], split=method,
                        max_bytes_per_language=20_000)
     stats = prepare_languages(new, run, seed=1, tokenizer_dir=run / "tokenizer",
                               trained_here=True, workers=2)
     want = tmp_path / "want"
     tok = load_tokenizer(run / "tokenizer")
     for lang, docs in readers.read_corpus(new).items():
-        idx = readers.split_documents(docs, 0.05, 0.05, 1, "by_key", language=lang)
+        idx = readers.split_documents(docs, 0.05, 0.05, 1, method, language=lang)
         for split in SPLITS:
             part = [docs[i] for i in idx[split]]
             (want / "text").mkdir(parents=True, exist_ok=True)

@@ -118,25 +118,29 @@ def prepare_corpus(corpus: CorpusConfig, data_dir: str | Path, *, seed: int,
 
 def prepare_languages(corpus: CorpusConfig, data_dir: str | Path, *, seed: int,
                       tokenizer_dir: str | Path, trained_here: bool,
-                      workers: int | None = None) -> dict[str, dict]:
+                      held_out: dict | None = None, workers: int | None = None) -> dict[str, dict]:
     """More languages into a prepared ``data_dir``, with its tokenizer (``xelm adapt``):
     their text and token shards as ``prepare`` writes them; returns their stats.
 
-    Each language is split alone, its keys not read (``split: by_key`` splits it by its
-    documents' text), and ``held_out_keys.json`` is left alone. Streamed and resumable
-    like :func:`prepare_corpus`, in its own scratch folder (``data/.prepare-more``).
+    Each language is split alone, except with ``split: by_key``: a language with keys then
+    holds out exactly the keys ``held_out`` (the run's ``held_out_keys.json``) lists, so
+    none of its valid or test documents translates one the run trained on (keys the run
+    never saw go to train), and a language without keys is split by its documents' text,
+    as ``prepare`` splits one. ``held_out_keys.json`` is left alone. Streamed and
+    resumable like :func:`prepare_corpus`, in its own scratch folder (``data/.prepare-more``).
     """
-    from dataclasses import replace
-
     from xelm.data.tokenizer import load_tokenizer
 
+    keyed = corpus.split == "by_key"
+    if keyed and held_out is None:
+        raise CorpusError("corpus.split by_key: languages added to a run must hold out the "
+                          "run's held-out keys; give its held_out_keys.json (held_out=)")
     data_dir = Path(data_dir)
     key = {"format": FORMAT, "corpus": corpus.model_dump(mode="json", exclude={"num_proc"}),
            "seed": seed, "tokenizer": str(tokenizer_dir)}
     scratch = _scratch(data_dir, key, MORE_SCRATCH)
-    sources = {lang: replace(source, keyless=True)
-               for lang, source in open_sources(corpus, None, scratch / "spool").items()}
-    scan = _scan(sources, corpus, seed, scratch, data_dir, None)
+    sources = open_sources(corpus, None, scratch / "spool", keyed)
+    scan = _scan(sources, corpus, seed, scratch, data_dir, None, held_out)
     tok = load_tokenizer(tokenizer_dir)
     spec = TokenizerSpec(str(tokenizer_dir), token_dtype(len(tok)).name, int(tok.eos_token_id),
                          trained_here=trained_here)
@@ -191,9 +195,10 @@ def discard(data_dir: Path, scratch_name: str = SCRATCH, keep: str | None = None
 # --------------------------------------------------------------------------- pass 1: scan
 
 def _scan(sources: dict[str, Source], corpus: CorpusConfig, seed: int, scratch: Path,
-          data_dir: Path, record: Path | None) -> dict[str, dict]:
+          data_dir: Path, record: Path | None, drawn: dict | None = None) -> dict[str, dict]:
     """``{lang: {"docs", "bytes", "stamp"}}``; writes each language's labels, and for
-    by_key the held-out keys to ``record``."""
+    by_key the held-out keys to ``record`` (``drawn``: keys drawn before, held out as
+    :class:`KeyedSplit` says)."""
     path = scratch / "scan.json"
     if path.is_file():
         scan = read_json(path)
@@ -205,7 +210,7 @@ def _scan(sources: dict[str, Source], corpus: CorpusConfig, seed: int, scratch: 
         discard(data_dir, scratch.name, keep="state.json")
     keyed = corpus.split == "by_key"
     vf, tf = corpus.valid_fraction, corpus.test_fraction
-    splitter = KeyedSplit(vf, tf, seed) if keyed else None
+    splitter = KeyedSplit(vf, tf, seed, drawn) if keyed else None
     scan = {}
     for lang, source in sources.items():
         docs, nbytes = _scan_language(source, splitter, seed)

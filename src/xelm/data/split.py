@@ -242,9 +242,14 @@ class KeyedSplit:
     distinct keys, plus 8 bytes per document.
     """
 
-    def __init__(self, valid_fraction: float, test_fraction: float, seed: int):
+    def __init__(self, valid_fraction: float, test_fraction: float, seed: int,
+                 drawn: dict | None = None):
+        """``drawn``: held-out keys drawn before (a run's ``held_out_keys.json``, for
+        languages added to it later): keyed languages hold out exactly its valid and test
+        keys, and keys it does not list go to train."""
         _check_fractions(valid_fraction, test_fraction)
         self.valid_fraction, self.test_fraction, self.seed = valid_fraction, test_fraction, seed
+        self.drawn = drawn
         self._ids: dict[str, int] = {}  # every keyed language's distinct keys
         self._docs: dict[str, tuple[str, np.ndarray]] = {}  # lang -> ("keys"|"text", per doc)
 
@@ -266,20 +271,24 @@ class KeyedSplit:
             _check_count(len(per_doc), lang)
         universe = list(self._ids)
         keyed = [lang for lang, (kind, _) in self._docs.items() if kind == "keys"]
-        held = (held_out_keys(universe, self.valid_fraction, self.test_fraction, self.seed)
-                if keyed else {"valid": [], "test": []})
+        if self.drawn is not None:
+            held, size = {s: self.drawn[s] for s in ("valid", "test")}, self.drawn["keys"]
+        else:
+            held = (held_out_keys(universe, self.valid_fraction, self.test_fraction, self.seed)
+                    if keyed else {"valid": [], "test": []})
+            size = len(universe)
         side = np.zeros(len(universe), dtype=np.uint8)
         for split in ("valid", "test"):
-            side[[self._ids[key] for key in held[split]]] = LABEL[split]
+            side[[self._ids[key] for key in held[split] if key in self._ids]] = LABEL[split]
         out = {}
         for lang, (kind, per_doc) in self._docs.items():
             if kind == "keys":
                 out[lang] = side[per_doc]
-                _check_sides(out[lang], lang, len(np.unique(per_doc)), held, len(universe))
+                _check_sides(out[lang], lang, len(np.unique(per_doc)), held, size)
             else:
                 out[lang] = self._by_text(lang, per_doc)
         record = {"method": "by_key", "seed": self.seed, "valid_fraction": self.valid_fraction,
-                  "test_fraction": self.test_fraction, "keys": len(universe), **held,
+                  "test_fraction": self.test_fraction, "keys": size, **held,
                   "by_text": [lang for lang in self._docs if lang not in keyed]}
         return out, record
 

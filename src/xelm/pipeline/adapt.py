@@ -21,7 +21,11 @@ report section. ``data/prepare.json`` and the old experts are never modified.
 Resumable: jobs resume, scores are cached. Once a call has finished, calling it again trains
 nothing: it re-registers its experts and republishes its results if a later ``xelm
 train``/``eval``/``report`` rewrote ``xelm.json``, ``results.json`` or ``report.md``.
-Parents are chosen by :mod:`xelm.allocate.parents`, jobs assembled by :mod:`xelm.train.jobs`
+The new languages are prepared by :func:`xelm.data.prepare.prepare_languages` (with
+``corpus.split: by_key``, a language with keys holds out the run's held-out keys, so its
+test chapters are none the experts trained on in another language; one without keys is
+split by its text, as ``prepare`` splits one). Parents are chosen by
+:mod:`xelm.allocate.parents`, jobs assembled by :mod:`xelm.train.jobs`
 (as the train stage's), scoring is in :mod:`xelm.evaluate.adapt`, the report section in
 :mod:`xelm.report.adapt`.
 """
@@ -36,13 +40,12 @@ import yaml
 
 from xelm.config import Config, from_dict
 from xelm.evaluate.adapt import evaluate_call
-from xelm.io import atomic_write_text, read_json, write_json
+from xelm.io import read_json, write_json
 from xelm.pipeline.prepare import split_seed
 from xelm.rundir import RunDir
 
 log = logging.getLogger("xelm")
 
-SPLITS = ("train", "valid", "test")
 SELECTIONS = ("typology", "ppl", "average")
 AVERAGE = "average"  # the parent name of experts branched from the average of the set
 
@@ -77,7 +80,7 @@ def adapt(run_dir: str | Path, languages: list[str], corpus_dir: str | Path,
     before = verified_hashes(rd, manifest)
     with rd.timed("adapt"):
         set_threads(cfg)  # the run's own train.threads
-        _prepare(cfg, rd, langs, corpus_dir, record, key)
+        prepare_new(cfg, rd, langs, corpus_dir, record, key)
         call = _plan(cfg, rd, manifest, record, key, tokens, select, features_file)
         _train(cfg, rd, key, call, manifest)
         _register(rd, manifest, call)
@@ -161,13 +164,13 @@ def old_hashes_after(rd: RunDir, manifest: dict, before: dict, new: set[str]) ->
 
 
 # --------------------------------------------------------------------------- data
-def _prepare(cfg: Config, rd: RunDir, langs: list[str], corpus_dir, record: dict,
-             key: str) -> None:
-    """Read, split and tokenize the new languages exactly as ``prepare`` did the old ones."""
-    from xelm.config import CorpusConfig
-    from xelm.data import packing, readers
+def prepare_new(cfg: Config, rd: RunDir, langs: list[str], corpus_dir, record: dict,
+                key: str) -> None:
+    """Split and tokenize the new languages as ``prepare`` did the old ones
+    (:func:`xelm.data.prepare.prepare_languages`); with ``split: by_key`` a language with
+    keys holds out the run's held-out keys (``data/held_out_keys.json``)."""
     from xelm.data.files import language_files
-    from xelm.data.tokenizer import load_tokenizer
+    from xelm.data.prepare import prepare_languages
 
     todo = [lang for lang in langs if "stats" not in record["languages"].get(lang, {})]
     if not todo:
@@ -178,22 +181,24 @@ def _prepare(cfg: Config, rd: RunDir, langs: list[str], corpus_dir, record: dict
         raise AdaptError(f"the corpus directory {corpus_dir} has no file for "
                          f"{', '.join(missing)} (<code>.txt, .jsonl or .parquet); it has: "
                          f"{', '.join(available)}")
-    c = cfg.corpus
-    corpus = readers.read_corpus(CorpusConfig(source="dir", path=str(corpus_dir), languages=todo,
-                                              max_bytes_per_language=c.max_bytes_per_language))
-    tok = load_tokenizer(rd.tokenizer)
-    for lang, docs in corpus.items():
-        idx = readers.split_documents(docs, c.valid_fraction, c.test_fraction, split_seed(cfg),
-                                      c.split, language=lang)
-        stats = {}
-        for split in SPLITS:
-            part = [docs[i] for i in idx[split]]
-            text = "".join(d + "\n" for d in part)
-            atomic_write_text(rd.text(lang, split), text)
-            stats[split] = packing.write_shard(packing.shard_path(rd.data, lang, split), tok, part)
+    held = None
+    if cfg.corpus.split == "by_key":
+        if not rd.held_out_keys.is_file():
+            raise AdaptError(f"{rd.root} was prepared with corpus.split by_key but has no "
+                             f"{rd.held_out_keys.relative_to(rd.root)} (made by an older "
+                             "xelm?): without the run's held-out keys a new language's test "
+                             "chapters could be ones the experts trained on; prepare the run again")
+        held = read_json(rd.held_out_keys)
+    corpus = cfg.corpus.model_copy(update={"source": "dir", "path": str(corpus_dir),
+                                           "languages": todo})
+    stats = prepare_languages(corpus, rd.data, seed=split_seed(cfg), tokenizer_dir=rd.tokenizer,
+                              trained_here=not cfg.model.base, held_out=held,
+                              workers=cfg.corpus.num_proc)
+    for lang in todo:
         record["languages"][lang] = {"corpus": str(Path(corpus_dir).resolve()), "call": key,
-                                     "stats": stats}
-        log.info("adapt: prepared %s (%d documents)", lang, len(docs))
+                                     "stats": stats[lang]}
+        log.info("adapt: prepared %s (%d documents)", lang,
+                 sum(s["docs"] for s in stats[lang].values()))
     write_json(rd.adapt_json, record)
 
 
