@@ -91,7 +91,20 @@ def test_allocate_needs_only_the_prepared_data(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("e0:")
     assert (out / "allocation.json").is_file() and not (out / "seed").exists()
     assert main(["train", *tiny_args(out)]) == 2
-    assert "stage 'train' needs 'seed' first" in capsys.readouterr().err
+    assert ("stage 'train' needs 'seed' first (seed/train_state.json is missing)"
+            in capsys.readouterr().err)
+
+
+def test_each_stage_reads_artifacts_of_earlier_stages_only(tmp_path):
+    """pipeline.NEEDS names RunDir artifacts; each is written by a stage before the reader."""
+    from xelm.pipeline import NEEDS, STAGES, missing
+    from xelm.rundir import RunDir
+
+    rd = RunDir(tmp_path)
+    assert missing(rd, "allocate") == [(rd.prepare_json, "prepare")]
+    for stage in STAGES:
+        assert all(STAGES.index(writer) < STAGES.index(stage) for _, writer in missing(rd, stage))
+        assert len(missing(rd, stage)) == len(NEEDS[stage])
 
 
 def test_changed_config_is_refused(finished_run, capsys):

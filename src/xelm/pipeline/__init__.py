@@ -15,21 +15,32 @@ from xelm.rundir import RunDir
 
 STAGES = ("prepare", "seed", "allocate", "train", "eval", "report")
 
-# The earlier stages each stage reads the artifacts of (allocate needs only the data).
-NEEDS = {"prepare": (), "seed": ("prepare",), "allocate": ("prepare",),
-         "train": ("prepare", "seed", "allocate"),
-         "eval": ("prepare", "seed", "allocate", "train"),
-         "report": ("prepare", "seed", "allocate", "train", "eval")}
+# The artifact (a :class:`RunDir` property) each stage writes last: its presence says the
+# stage finished.
+WRITES = {"prepare": "prepare_json", "seed": "seed_state", "allocate": "allocation",
+          "train": "manifest", "eval": "results", "report": "report_md"}
+
+# The earlier artifacts (RunDir properties) each stage reads; allocate needs only the data.
+NEEDS = {"prepare": (), "seed": ("prepare_json",), "allocate": ("prepare_json",),
+         "train": ("prepare_json", "seed_state", "allocation"),
+         "eval": ("prepare_json", "seed_state", "allocation", "manifest"),
+         "report": ("results", "manifest")}
 
 
 def mark(rd: RunDir, stage: str) -> Path:
     """The artifact whose presence says that ``stage`` finished."""
-    return {"prepare": rd.prepare_json, "seed": rd.seed_state, "allocate": rd.allocation,
-            "train": rd.manifest, "eval": rd.results, "report": rd.report_md}[stage]
+    return getattr(rd, WRITES[stage])
 
 
 def done(rd: RunDir, stage: str) -> bool:
     return mark(rd, stage).is_file()
+
+
+def missing(rd: RunDir, stage: str) -> list[tuple[Path, str]]:
+    """``(artifact, the stage that writes it)`` for each artifact ``stage`` reads that is
+    not there yet."""
+    writer = {artifact: name for name, artifact in WRITES.items()}
+    return [(getattr(rd, a), writer[a]) for a in NEEDS[stage] if not getattr(rd, a).is_file()]
 
 
 def stage_function(name: str):

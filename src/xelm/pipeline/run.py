@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from xelm.config import Config
-from xelm.pipeline import NEEDS, done, stage_function
+from xelm.pipeline import missing, stage_function
 from xelm.rundir import RunDir
 
 
@@ -47,12 +47,14 @@ def open_run(cfg: Config, name: str, force: bool = False):
 
 
 def require(rd: RunDir, stage: str) -> None:
-    """Refuse ``stage`` while a stage it reads (:data:`xelm.pipeline.NEEDS`) is not done."""
-    for before in NEEDS[stage]:
-        if not done(rd, before):
-            raise StageOrderError(f"stage '{stage}' needs '{before}' first: run `xelm {before} "
-                                  "CONFIG` (same --out/--set), or `xelm run CONFIG` for "
-                                  "everything")
+    """Refuse ``stage`` while an artifact it reads (:data:`xelm.pipeline.NEEDS`) is missing;
+    the message names the artifact and the stage that writes it."""
+    gaps = missing(rd, stage)
+    if gaps:
+        path, before = gaps[0]
+        raise StageOrderError(f"stage '{stage}' needs '{before}' first ({path.relative_to(rd.root)}"
+                              f" is missing): run `xelm {before} CONFIG` (same --out/--set), or "
+                              "`xelm run CONFIG` for everything")
 
 
 def run_stage(name: str, cfg: Config, rd: RunDir):
