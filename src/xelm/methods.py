@@ -1,9 +1,11 @@
 """The inference methods of an expert set: one registry, one entry per method.
 
 Config validation (``eval.methods``), the CLI (``xelm generate --method``), evaluation,
-the lm-eval model and generation all read this table; adding a method is one entry here
-(and, for a new kind of routing, its router in :mod:`xelm.infer.mixture` or its scorer in
-:mod:`xelm.evaluate.scoring`). No heavy imports: ``xelm.config`` imports it.
+the per-document stream scores (:mod:`xelm.evaluate.streams`), the lm-eval model and
+generation all read this table; adding a method is one entry here (and, for a new kind of
+routing, its router in :mod:`xelm.infer.mixture` or its scorer in
+:mod:`xelm.evaluate.scoring` and :mod:`xelm.evaluate.streams`). No heavy imports:
+``xelm.config`` imports it.
 
 ``route`` says how the experts are weighted:
 
@@ -33,7 +35,13 @@ class Method:
     needs_context: bool = False  # reads the block before the one scored (evaluation only)
     options: tuple[str, ...] = ()  # the eval.* options it reads besides the batch size
     generates: bool = True       # usable one request at a time: generation, lm-eval
+    streams: bool = True         # scored per document by evaluate.streams (a mixture)
     hint: str = ""               # a few words for the CLI's help, when the name is not enough
+
+    @property
+    def by_text(self) -> bool:
+        """Weighed by the text of the block before (TF-IDF, language identification)."""
+        return self.route in ("langid", "tfidf")
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -48,7 +56,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            generates=False),
     Method("top1_tfidf", "tfidf", needs_context=True, options=("temperature",),
            generates=False),
-    Method("product_of_experts", "prior", combine="product"),
+    Method("product_of_experts", "prior", combine="product", streams=False),
 )}
 
 # Every method, in the order of the table: what eval.methods accepts.

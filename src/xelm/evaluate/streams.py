@@ -31,9 +31,14 @@ from typing import Callable
 
 import numpy as np
 
+from xelm.methods import METHODS as REGISTRY
+
 SETTINGS = ("stream", "reset", "interleaved")
-ROUTED = ("top1_langid", "ensemble_tfidf", "top1_tfidf")  # need a weigher
-METHODS = ("top1", "ensemble", "ensemble_posterior", "ensemble_posterior_context", *ROUTED)
+# The registry's methods scored here (``streams``): those weighed by the text of the block
+# before (a weigher each) last, each group in the registry's order.
+ROUTED = tuple(name for name, m in REGISTRY.items() if m.streams and m.by_text)
+METHODS = (*(name for name, m in REGISTRY.items() if m.streams and not m.by_text), *ROUTED)
+BLIND = ("label", "prior", "posterior")  # routes that ignore the block before
 
 # weigh(texts, expert_set) -> log-weights [k, len(texts)] (evaluate.scoring's weighers)
 Weigher = Callable[[list, object], object]
@@ -196,16 +201,16 @@ def _batch_scores(method: str, target_lp, rows, evidence, ctx) -> "torch.Tensor"
 
     from xelm.infer.routers import Fixed, Posterior, Uniform
 
-    k = target_lp.shape[0]
+    k, route = target_lp.shape[0], REGISTRY[method].route
     ev = None if evidence is None else evidence[rows]
-    if method == "top1":
+    if route == "label":
         label = ctx["label"][np.stack([ctx["target_doc"][r] for r in rows])]
         return target_lp.gather(0, torch.from_numpy(label)[None]).squeeze(0)
-    if method == "ensemble":
+    if route == "prior":
         router = Uniform()
-    elif method == "ensemble_posterior":
+    elif route == "posterior":
         router = Posterior(None, ctx["top_k"])
-    elif method == "ensemble_posterior_context":
+    elif route == "posterior_context":
         log_prior = torch.full((k, len(rows)), -math.log(k), dtype=torch.float64)
         have = np.flatnonzero(ev >= 0)
         log_prior[:, have] = ctx["priors"][:, ev[have]]
@@ -250,10 +255,11 @@ def score_blockset(expert_set, corpus: Corpus, blockset: BlockSet, evidence: dic
                          blockset)
     ctx = {"top_k": top_k, "target_doc": blockset.target_doc,
            "tables": _context_tables(expert_set, blockset, methods, weighers or {})}
-    if "top1" in methods:
+    routes = {REGISTRY[m].route for m in methods}
+    if "label" in routes:
         experts = [expert_set.index(expert_set.expert_for_language(lang)) for lang in corpus.langs]
         ctx["label"] = np.asarray(experts)[corpus.doc_lang]
-    if "ensemble_posterior_context" in methods:
+    if "posterior_context" in routes:
         ctx["priors"] = _posterior_priors(lp, k)
     offsets, flat_doc = blockset.offsets, np.concatenate(blockset.target_doc)
 
@@ -267,7 +273,7 @@ def score_blockset(expert_set, corpus: Corpus, blockset: BlockSet, evidence: dic
 
     shared = {f"{name}": flat(lambda t, rows, i=k + i: t[i]) for i, name in enumerate(singles)}
     blind = {m: flat(lambda t, rows, m=m: _batch_scores(m, t[:k], rows, None, ctx))
-             for m in methods if m in ("top1", "ensemble", "ensemble_posterior")}
+             for m in methods if REGISTRY[m].route in BLIND}
     result = {}
     for setting, ev in evidence.items():
         ev = np.asarray(ev)
