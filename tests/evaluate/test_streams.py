@@ -193,3 +193,15 @@ def test_bad_requests_are_refused(es):
         label_free_scores(es, {"qa0": (tokens, ends[:-1])}, methods=["top1"], **kw)
     with pytest.raises(ValueError, match="no expert serves language 'zz'"):
         label_free_scores(es, {"zz": docs["qa0"]}, methods=["top1"], **kw)
+
+
+def test_stream_methods_are_the_registrys():
+    """evaluate.streams scores the registry's ``streams`` methods, blind ones first and
+    those weighed by text (a weigher each) last; bench/evidence_report seeds by this order."""
+    from xelm.evaluate.streams import METHODS, ROUTED
+    from xelm.methods import METHODS as REGISTRY
+
+    assert set(METHODS) == {name for name, m in REGISTRY.items() if m.streams}
+    assert METHODS == ("top1", "ensemble", "ensemble_posterior", "ensemble_posterior_context",
+                       "top1_langid", "ensemble_tfidf", "top1_tfidf")
+    assert ROUTED == METHODS[4:] and all(REGISTRY[m].by_text for m in ROUTED)
