@@ -20,8 +20,10 @@ import os
 import time
 from pathlib import Path
 
+from xelm.rundir import RunDir
+
 MARKER = ".xelm-out.json"
-RUN_FOLDERS = ("experts", "seed", "dense", "data")
+RUN_FOLDERS = ("experts", "seed", "dense", "data")  # RunDir properties: the run's own folders
 
 
 class OutDirError(ValueError):
@@ -30,8 +32,9 @@ class OutDirError(ValueError):
 
 def is_run_dir(path: Path) -> bool:
     """An xelm run directory: its resolved ``config.yaml`` and what the stages wrote."""
-    return (path / "config.yaml").is_file() and any(
-        (path / name).exists() for name in ("xelm.json", "data", "xelm.log", "seed"))
+    rd = RunDir(path)
+    return rd.config_yaml.is_file() and any(
+        p.exists() for p in (rd.manifest, rd.data, rd.log_file, rd.seed))
 
 
 def run_owning(path: str | os.PathLike) -> tuple[Path, str] | None:
@@ -41,7 +44,8 @@ def run_owning(path: str | os.PathLike) -> tuple[Path, str] | None:
     if is_run_dir(resolved):
         return resolved, "root"
     for inner in (resolved, *resolved.parents):
-        if inner.name in RUN_FOLDERS and is_run_dir(inner.parent):
+        if (any(inner == getattr(RunDir(inner.parent), f) for f in RUN_FOLDERS)
+                and is_run_dir(inner.parent)):
             return inner.parent, inner.name
     return None
 

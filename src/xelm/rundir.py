@@ -114,6 +114,7 @@ class RunDir:
     data = property(lambda self: self.root / "data")
     prepare_json = property(lambda self: self.data / "prepare.json")  # prepare's record
     tokenizer = property(lambda self: self.data / "tokenizer")
+    text_dir = property(lambda self: self.data / "text")  # <lang>.<split>.txt (see text())
     held_out_keys = property(lambda self: self.data / "held_out_keys.json")  # split: by_key
     synthetic = property(lambda self: self.data / "synthetic")  # the embedded corpus
     adapt_json = property(lambda self: self.data / "adapt.json")  # `xelm adapt`'s record
@@ -128,15 +129,26 @@ class RunDir:
     results = property(lambda self: self.root / "results.json")
     report_md = property(lambda self: self.root / "report.md")
     plots = property(lambda self: self.root / "plots")
+    typology_plot = property(lambda self: self.plots / "typology.png")  # allocate's, report's
     tensorboard = property(lambda self: self.root / "tensorboard")
     timing_json = property(lambda self: self.root / "timing.json")
     log_file = property(lambda self: self.root / "xelm.log")
     adapt_dir = property(lambda self: self.root / "adapt")  # one folder per adapt call
     downstream = property(lambda self: self.root / "downstream")
+    exports = property(lambda self: self.root / "exports")  # `xelm export`'s folders
+    slurm = property(lambda self: self.root / "slurm")  # Slurm jobs' logs and pickles
 
     def text(self, lang: str, split: str) -> Path:
         """The documents of one language's split, one per line."""
-        return self.data / "text" / f"{lang}.{split}.txt"
+        return self.text_dir / f"{lang}.{split}.txt"
+
+    def adapt_call(self, key: str) -> Path:
+        """One ``xelm adapt`` call's folder (``key``: its languages joined by '+')."""
+        return self.adapt_dir / key
+
+    def adapt_results(self, key: str) -> Path:
+        """One ``xelm adapt`` call's results (the last call's: ``results.json["adapt"]``)."""
+        return self.adapt_call(key) / "results.json"
 
     @classmethod
     def open(cls, cfg: Config, force: bool = False) -> "RunDir":

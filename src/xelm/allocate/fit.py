@@ -42,7 +42,7 @@ def allocate_run(cfg: Config, rd: RunDir) -> dict:
     if tree is not None and installed("matplotlib"):  # the tree before any training
         from xelm.allocate.typology import TypologyTree, plot_dendrogram
 
-        plot_dendrogram(TypologyTree.from_dict(tree), rd.plots / "typology.png")
+        plot_dendrogram(TypologyTree.from_dict(tree), rd.typology_plot)
     result["router"] = fit_group_router(cfg, rd, result)
     return result
 

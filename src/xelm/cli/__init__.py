@@ -66,12 +66,13 @@ def _log_failure(args, exc: BaseException) -> str:
     from pathlib import Path
 
     from xelm.outputs import is_run_dir
+    from xelm.rundir import RunDir
 
     log = logging.getLogger("xelm")
     attached = {h.baseFilename: h for h in log.handlers if getattr(h, "_xelm_run_log", False)}
     root = getattr(args, "run_root", None)
     if root is not None and is_run_dir(Path(root)):
-        path = str((Path(root) / "xelm.log").resolve())
+        path = str(RunDir(Path(root)).log_file.resolve())
     elif root is None and attached:
         path = next(iter(attached))
     else:

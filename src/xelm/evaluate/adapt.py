@@ -46,7 +46,7 @@ def _scores(cfg: Config, rd: RunDir, key: str, new: list[str], old: list[str]) -
         return lambda: score_languages(cfg, streams, method_scorer(cfg, rd, experts, method,
                                                                    streams), name)
 
-    cache = rd.adapt_dir / key / "eval"
+    cache = rd.adapt_call(key) / "eval"
     scores = {}
     for name, folder in folders.items():
         streams = streams_all if name in ("dense", "dense_lapt") else streams_new

@@ -29,6 +29,7 @@ from pathlib import Path
 from xelm.evaluate.tasks import (LOADER_LINE, dump_yaml, fits_within, jsonl, read_heldout,
                                  write_loader)
 from xelm.io import atomic_write_text, write_json
+from xelm.rundir import RunDir
 
 log = logging.getLogger("xelm")
 
@@ -75,10 +76,10 @@ def _text_pairs(corpus: Path, languages, n: int, seed: int, fits):
     from xelm.evaluate.pairs_text import PERTURBATIONS, LanguageText, text_pairs
 
     docs = read_heldout(corpus, languages)
-    train = corpus / "data" / "text"
+    run = RunDir(corpus)
     texts = {}
     for lang, lang_docs in docs.items():
-        seen = train / f"{lang}.train.txt"  # a run's training text: words it has seen
+        seen = run.text(lang, "train")  # a run's training text: words it has seen
         vocab = seen.read_text(encoding="utf-8").splitlines() if seen.is_file() else ()
         texts[lang] = LanguageText(lang, lang_docs, fits=fits, vocab_docs=vocab)
     pairs: dict = {}
@@ -120,11 +121,12 @@ def build_minimal_pairs(corpus: str | Path, out: str | Path, *, pairs: str = "au
     corpus, out = Path(corpus), Path(out)
     if not corpus.is_dir():
         raise ValueError(f"corpus {str(corpus)!r} is not a directory")
-    run_tokenizer = corpus / "data" / "tokenizer"
-    if max_tokens is None and (corpus / "config.yaml").is_file() and run_tokenizer.is_dir():
+    run = RunDir(corpus)
+    run_tokenizer = run.tokenizer
+    if max_tokens is None and run.config_yaml.is_file() and run_tokenizer.is_dir():
         import yaml  # a run: both sentences of a pair must fit its models' positions
 
-        config = yaml.safe_load((corpus / "config.yaml").read_text(encoding="utf-8"))
+        config = yaml.safe_load(run.config_yaml.read_text(encoding="utf-8"))
         max_tokens = max(1, int(config["model"]["context"]) - 2)
     fits = fits_within(tokenizer or (run_tokenizer if run_tokenizer.is_dir() else None),
                        max_tokens)

@@ -14,6 +14,8 @@ import logging
 import math
 from pathlib import Path
 
+from xelm.rundir import RunDir
+
 log = logging.getLogger("xelm")
 
 Z95 = 1.959964
@@ -108,7 +110,7 @@ def score_pairs(run: str | Path, summary: dict, model: str, *, batch_size: int =
     tasks = summary["tasks"]
     every = [t for per in tasks.values() for t in per.values()]
     if model in ("seed", "dense"):
-        lm = hf_model(run / model, run / "data" / "tokenizer", batch_size)
+        lm = hf_model(run / model, RunDir(run).tokenizer, batch_size)
         out = _evaluate(lm, every, tm)
         return {lang: _outcomes(out, per) for lang, per in tasks.items()}
     if expert_set is None:

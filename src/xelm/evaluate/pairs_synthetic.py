@@ -41,6 +41,7 @@ import numpy as np
 from xelm.data.synthetic import (N_ADJECTIVES, N_ADPOSITIONS, N_NOUNS, N_VERBS, SCRIPTS,
                                  WORD_ORDERS, SyntheticLanguage, attach, lexicon,
                                  morphology)
+from xelm.rundir import RunDir
 
 PHENOMENA = ("word_order", "adposition", "adjective_order", "agreement", "case",
              "affix_position", "lexical_related", "lexical_unrelated")
@@ -52,7 +53,7 @@ def read_languages(corpus: str | Path) -> list[SyntheticLanguage] | None:
     """The synthetic languages behind ``corpus`` (a run directory, its ``data/synthetic``
     or a folder written by ``write_corpus``), or None for any other corpus."""
     corpus = Path(corpus)
-    for path in (corpus / "data" / "synthetic" / "languages.json", corpus / "languages.json"):
+    for path in (RunDir(corpus).synthetic / "languages.json", corpus / "languages.json"):
         if path.is_file():
             return [SyntheticLanguage(**e) for e in json.loads(path.read_text(encoding="utf-8"))]
     return None

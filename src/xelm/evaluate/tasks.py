@@ -31,6 +31,7 @@ from xelm.evaluate.task_files import (GROUP, LOADER, LOADER_LINE, LOADER_SOURCE,
                                       dump_yaml, group_config, jsonl, task_config, task_name,
                                       write_loader)
 from xelm.io import atomic_write_text, write_json
+from xelm.rundir import RunDir
 
 log = logging.getLogger("xelm")
 
@@ -143,8 +144,8 @@ def read_heldout(corpus: str | Path, languages: list[str] | None = None) -> dict
     (``RUN/data/text/<lang>.test.txt``), a folder of ``<lang>.test.txt`` or a folder of
     ``<lang>.txt``. ``languages`` restricts (and orders) them."""
     corpus = Path(corpus)
-    if (corpus / "data" / "text").is_dir():
-        corpus = corpus / "data" / "text"
+    if RunDir(corpus).text_dir.is_dir():
+        corpus = RunDir(corpus).text_dir
     if not corpus.is_dir():
         raise ValueError(f"corpus {str(corpus)!r} is not a directory")
     files = {p.name[:-len(".test.txt")]: p for p in corpus.glob("*.test.txt")} or \
@@ -202,7 +203,7 @@ def build_tasks(corpus: str | Path, out: str | Path, *, languages: list[str] | N
     if n < 1 or choices < 2:
         raise ValueError(f"need n >= 1 and choices >= 2, got n={n}, choices={choices}")
     docs = read_heldout(corpus, languages)
-    run_tokenizer = Path(corpus) / "data" / "tokenizer"
+    run_tokenizer = RunDir(Path(corpus)).tokenizer
     fits = fits_within(tokenizer or (run_tokenizer if run_tokenizer.is_dir() else None),
                  max_continuation_tokens)
     out = Path(out)

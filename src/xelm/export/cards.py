@@ -18,10 +18,10 @@ import os
 from pathlib import Path
 
 from xelm.io import read_json
+from xelm.rundir import RunDir
 
 TAGS = ["xelm", "x-elm", "cross-lingual-expert-lm", "branch-train-merge"]
 PAPER = "https://arxiv.org/abs/2401.10440"
-EXPORTS = "exports"
 
 
 def run_facts(run: Path) -> dict:
@@ -31,9 +31,10 @@ def run_facts(run: Path) -> dict:
     from xelm.experts.manifest import read_manifest
 
     run = Path(run)
-    cfg_path = run / "config.yaml"
+    rd = RunDir(run)
+    cfg_path = rd.config_yaml
     cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
-    results = read_json(run / "results.json") if (run / "results.json").is_file() else {}
+    results = read_json(rd.results) if rd.results.is_file() else {}
     return {"run": run, "name": run.resolve().name, "cfg": cfg or {},
             "manifest": read_manifest(run), "results": results}
 
@@ -314,7 +315,7 @@ the SHA-256 of its weights.
 
 def export_dirs(run) -> list[Path]:
     """Exports of ``run`` that cards and pushes know about: ``RUN/exports/*/export.json``."""
-    base = Path(run) / EXPORTS
+    base = RunDir(Path(run)).exports
     return sorted(p.parent for p in base.glob("*/export.json")) if base.is_dir() else []
 
 
@@ -329,9 +330,10 @@ def write_model_cards(run_dir, repo: str | None = None, licenses: dict | None = 
         path = run / e["path"] / "README.md"
         expert_card(run, e["name"], repo, licenses, license, f).save(os.fspath(path))
         written.append(path)
-    if (run / "dense").is_dir():
-        dense_card(run, repo, licenses, license, f).save(os.fspath(run / "dense" / "README.md"))
-        written.append(run / "dense" / "README.md")
+    dense = RunDir(run).dense
+    if dense.is_dir():
+        dense_card(run, repo, licenses, license, f).save(os.fspath(dense / "README.md"))
+        written.append(dense / "README.md")
     for folder in export_dirs(run):
         if read_json(folder / "export.json").get("format") == "moe":
             export_card(run, folder, repo, licenses, license, f).save(os.fspath(folder / "README.md"))

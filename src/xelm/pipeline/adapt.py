@@ -86,7 +86,7 @@ def adapt(run_dir: str | Path, languages: list[str], corpus_dir: str | Path,
         _register(rd, manifest, call)
         hashes = old_hashes_after(rd, manifest, before, set(call["experts"].values()))
         results = evaluate_call(cfg, rd, key, call, record, manifest, hashes)
-    write_json(rd.adapt_dir / key / "results.json", results)
+    write_json(rd.adapt_results(key), results)
     publish(rd, results)
     call["done"] = True
     write_json(rd.adapt_json, record)
@@ -251,7 +251,7 @@ def average_parent(rd: RunDir, key: str) -> list[str]:
     from xelm.experts.manifest import ExpertSet
     from xelm.infer.average import merge_to_folder
 
-    folder = rd.adapt_dir / key / AVERAGE
+    folder = rd.adapt_call(key) / AVERAGE
     if not (folder / "merge.json").is_file():
         experts = ExpertSet.load(rd.root)
         merge_to_folder(experts, folder)
@@ -281,7 +281,7 @@ def call_jobs(cfg: Config, rd: RunDir, key: str, call: dict, manifest: dict) -> 
     from xelm.train.jobs import lapt_jobs
 
     parents = {e["name"]: rd.root / e["path"] for e in manifest["experts"]}
-    parents[AVERAGE] = rd.adapt_dir / key / AVERAGE
+    parents[AVERAGE] = rd.adapt_call(key) / AVERAGE
     return lapt_jobs(cfg, rd, key, call, parents)
 
 
@@ -326,7 +326,7 @@ def _finished(rd: RunDir, record: dict, key: str, manifest: dict) -> dict:
         log.info("adapt: re-registered %s in xelm.json", ", ".join(call["experts"].values()))
     from xelm.evaluate.scoring import eval_settings
 
-    path = rd.adapt_dir / key / "results.json"
+    path = rd.adapt_results(key)
     results = read_json(path)
     cfg = load_run(rd)
     if results.get("eval_settings") != eval_settings(cfg):  # rescore: keyed caches

@@ -73,7 +73,7 @@ def figures(rd: RunDir, results: dict) -> dict[str, str]:
              "training and validation loss of dense and every expert":
              plots.training_curves(rd.root, jobs, rd.plots / "curves.png"),
              "typology tree, each expert's group in its colour":
-             plots.typology_tree(allocation, rd.plots / "typology.png")}
+             plots.typology_tree(allocation, rd.typology_plot)}
     return {caption: path.relative_to(rd.root).as_posix()
             for caption, path in drawn.items() if path is not None}
 

@@ -94,7 +94,7 @@ def run_round(cfg: Config, jobs: list) -> dict:
     ledgers, failed = run_jobs(jobs, launcher=t.launcher, parallel=t.parallel,
                                resources=t.resources_per_expert, address=t.ray_address,
                                threads=t.threads, slurm=t.slurm,
-                               slurm_folder=Path(cfg.out_dir) / "slurm")
+                               slurm_folder=RunDir(Path(cfg.out_dir)).slurm)
     if failed:
         raise JobsFailed(failed)
     return ledgers
