@@ -10,8 +10,16 @@ the model of that size is. Two points are reused when their runs exist: the head
 re-evaluated here on as many test tokens as every other point). Every point is a
 resumable run directory: rerun the same command after an interruption.
 
+``--seeds 0,1,2`` trains each point with several seeds (model initialisation and data
+order; ``random_seed``; the held-out split stays ``corpus.split_seed``'s, 0 by default).
+Points are keyed by series, budget and seed; a series is also named by its split when it
+is not ``every_nth`` (the split of the first, leaky, measurements), so that points of
+different splits never mix. Per budget, the report gives each seed's mean gain and wins,
+their mean and spread, and the crossover of the seed-mean curve and of every seed.
+
     python bench/regime.py --sizes d64 --seed-tokens 1500000 --budgets 750000,1500000,3000000,6000000
     python bench/regime.py --sizes d32 --seed-tokens 750000 --budgets 375000,750000,1500000,3000000
+    python bench/regime.py --sizes d64 --seed-tokens 1500000 --budgets 1500000,3000000 --seeds 0,1,2
 
 Writes ``bench/results/regime.json`` (per point: parameters, tokens per parameter, wins
 out of 16, mean/min/max relative perplexity reduction, per-language gains) and
@@ -29,6 +37,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -51,8 +60,17 @@ QUICK = ROOT / "runs" / "bench-quality-quick" / "typology8"     # d64, seed 1.5M
 STAGES = ("data", "seed", "router", "allocation.json", "dense", "experts", "xelm.json")
 
 
-def series_name(size: str, seed_tokens: int) -> str:
-    return f"{size}-seed{seed_tokens / 1e6:g}M"
+def config_split() -> str:
+    """The held-out split of ``configs/bench-real16.yaml`` (every point's)."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "configs" / "bench-real16.yaml").read_text())
+    return cfg["corpus"].get("split", "random")
+
+
+def series_name(size: str, seed_tokens: int, split: str = "every_nth") -> str:
+    tag = "" if split == "every_nth" else f"-{split}"
+    return f"{size}-seed{seed_tokens / 1e6:g}M{tag}"
 
 
 def parameters(seed_dir: Path) -> int:
@@ -60,13 +78,30 @@ def parameters(seed_dir: Path) -> int:
     return int(json.loads((seed_dir / "train_state.json").read_text())["parameters"])
 
 
-def run_point(out: Path, size: str, seed_tokens: int, tokens: int, corpus: str) -> Path:
-    series = series_name(size, seed_tokens)
-    if (series, tokens) == ("d64-seed6M", 12_000_000) and (HEADLINE / "results.json").is_file():
+def _run_split(run: Path) -> str | None:
+    import yaml
+
+    path = run / "config.yaml"
+    return yaml.safe_load(path.read_text())["corpus"].get("split") if path.is_file() else None
+
+
+def _run_seed(run: Path) -> int | None:
+    import yaml
+
+    path = run / "config.yaml"
+    return yaml.safe_load(path.read_text()).get("random_seed") if path.is_file() else None
+
+
+def run_point(out: Path, size: str, seed_tokens: int, tokens: int, corpus: str,
+              seed: int = 0) -> Path:
+    split = config_split()
+    series = series_name(size, seed_tokens, split)
+    legacy = seed == 0 and split == "every_nth"  # the headline and quick runs: seed 0, every_nth
+    if legacy and (series, tokens) == ("d64-seed6M", 12_000_000) and (HEADLINE / "results.json").is_file():
         return HEADLINE
-    run = out / f"{series}-{tokens // 1000}k"
+    run = out / (f"{series}-{tokens // 1000}k" + (f"-s{seed}" if seed else ""))
     if not (run / "config.yaml").exists():
-        if (series, tokens) == ("d64-seed1.5M", 3_000_000) and (QUICK / "xelm.json").is_file():
+        if legacy and (series, tokens) == ("d64-seed1.5M", 3_000_000) and (QUICK / "xelm.json").is_file():
             for part in STAGES:  # trained already; only the evaluation is redone
                 src = QUICK / part
                 if src.is_dir():
@@ -76,18 +111,22 @@ def run_point(out: Path, size: str, seed_tokens: int, tokens: int, corpus: str) 
                     shutil.copy2(src, run / part)
         donors = sorted(p for p in out.glob("*/") if p != run)
         donors += [d for d in (HEADLINE, QUICK) if d.is_dir()]
-        for donor in donors:  # share data (any point) and the seed (same series)
+        for donor in donors:  # share data (any point of the split) and the seed (same series)
+            if _run_split(donor) != split:
+                continue
             if (donor / "data" / "prepare.json").exists() and not (run / "data").exists():
                 shutil.copytree(donor / "data", run / "data")
             state = donor / "seed" / "train_state.json"
             same_size = donor.name.startswith(size + "-") or (donor in (HEADLINE, QUICK)
                                                                 and size == "d64")
-            if same_size and state.exists() and not (run / "seed").exists():
+            if same_size and _run_seed(donor) == seed and state.exists() \
+                    and not (run / "seed").exists():
                 info = json.loads(state.read_text())
                 if info.get("done") and info.get("budget_tokens") == seed_tokens:
                     shutil.copytree(donor / "seed", run / "seed")
     return run_config(run, corpus, [f"train.tokens={tokens}", f"seed.tokens={seed_tokens}",
-                                    *SIZES[size], *COMMON], f"point {series}/{tokens}")
+                                    f"random_seed={seed}", *SIZES[size], *COMMON],
+                      f"point {series}/{tokens} seed {seed}")
 
 
 def summarise(run: Path) -> dict:
@@ -97,6 +136,7 @@ def summarise(run: Path) -> dict:
     params = parameters(run / "seed")
     budget = results["budget"]
     return {"run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
+            "random_seed": _run_seed(run) or 0, "split": _run_split(run),
             "parameters": params, "train_tokens": budget["dense_tokens"],
             "seed_tokens": budget["seed_tokens"],
             "train_tokens_per_parameter": budget["dense_tokens"] / params,
@@ -105,8 +145,42 @@ def summarise(run: Path) -> dict:
             "perplexity": {k: results["perplexity"][k] for k in ("dense", "xelm_top1")}}
 
 
+def by_budget(points: list[dict]) -> list[dict]:
+    """One entry per budget: the mean over its seeds of the summary figures (a single seed
+    is itself), with each seed's mean gain and wins and their spread (sample std)."""
+    groups: dict[int, list[dict]] = {}
+    for p in points:
+        groups.setdefault(p["train_tokens"], []).append(p)
+    out = []
+    for tokens, ps in sorted(groups.items()):
+        ps = sorted(ps, key=lambda p: p.get("random_seed", 0))
+        gains = [p["summary"]["mean_ppl_reduction"] for p in ps]
+        wins = [p["summary"]["wins"] for p in ps]
+        langs = ps[0]["gain_per_language"]
+        out.append({"train_tokens": tokens, "tokens_per_parameter": ps[0]["tokens_per_parameter"],
+                    "parameters": ps[0]["parameters"],
+                    "seeds": [p.get("random_seed", 0) for p in ps],
+                    "seed_mean_gains": gains, "seed_wins": wins,
+                    "seed_sd": statistics.stdev(gains) if len(gains) > 1 else None,
+                    "summary": {"mean_ppl_reduction": statistics.fmean(gains),
+                                "wins": min(wins), "languages": ps[0]["summary"]["languages"]},
+                    "gain_per_language": {lg: statistics.fmean(p["gain_per_language"][lg]
+                                                               for p in ps) for lg in langs}})
+    return out
+
+
 def crossover(points: list[dict]) -> dict:
-    """Where the mean gain turns positive (log-linear interpolation) and 16/16 first holds."""
+    """Where the mean gain turns positive (log-linear interpolation) and 16/16 first holds
+    (every seed), on the seed-mean curve; and the crossover of each seed alone."""
+    out = _crossover(by_budget(points))
+    seeds = sorted({p.get("random_seed", 0) for p in points})
+    if len(seeds) > 1:
+        out["per_seed"] = {str(s): _crossover([p for p in points if p.get("random_seed", 0) == s])
+                           for s in seeds}
+    return out
+
+
+def _crossover(points: list[dict]) -> dict:
     pts = sorted(points, key=lambda p: p["tokens_per_parameter"])
     out = {"mean_gain_positive_at": None, "all_languages_from": None}
     for a, b in zip(pts, pts[1:]):
@@ -132,10 +206,15 @@ def plot(report: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for size, points in report.items():
-        pts = sorted(points, key=lambda p: p["tokens_per_parameter"])
+        pts = by_budget(points)  # seed means; the bars span the seeds' mean gains
         xs = [p["tokens_per_parameter"] for p in pts]
-        line = ax.plot(xs, [100 * p["summary"]["mean_ppl_reduction"] for p in pts], "o-",
+        ys = [100 * p["summary"]["mean_ppl_reduction"] for p in pts]
+        line = ax.plot(xs, ys, "o-",
                        label=f"{size} ({pts[0]['parameters'] / 1e6:.2f}M params): mean")[0]
+        lo = [y - 100 * min(p["seed_mean_gains"]) for y, p in zip(ys, pts)]
+        hi = [100 * max(p["seed_mean_gains"]) - y for y, p in zip(ys, pts)]
+        if any(lo) or any(hi):
+            ax.errorbar(xs, ys, yerr=[lo, hi], fmt="none", color=line.get_color(), capsize=3)
         # (``size`` is a series: model size and seed budget)
         for p in pts:
             ys = [100 * g for g in p["gain_per_language"].values()]
@@ -164,6 +243,8 @@ def main() -> None:
                         help="seed budget of the series (all its points branch from one seed)")
     parser.add_argument("--budgets", default="1500000,3000000,6000000,12000000",
                         help="training tokens of the dense model (= the expert set's total)")
+    parser.add_argument("--seeds", default="0",
+                        help="random seeds of every point (model initialisation, data order)")
     args = parser.parse_args()
     out = Path(args.out)
     budgets = [int(float(b)) for b in args.budgets.split(",")]
@@ -174,16 +255,19 @@ def main() -> None:
     for size in args.sizes.split(","):
         if size not in SIZES:
             raise SystemExit(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
-        series = series_name(size, args.seed_tokens)
-        points = {p["train_tokens"]: p for p in report.get(series, [])}
-        for tokens in budgets:
-            point = summarise(run_point(out, size, args.seed_tokens, tokens, args.corpus))
-            points[point["train_tokens"]] = point
-            report[series] = sorted(points.values(), key=lambda p: p["train_tokens"])
-            s = point["summary"]
-            print(f"{series} {tokens / 1e6:g}M ({point['tokens_per_parameter']:.1f} tok/param): "
-                  f"top1 wins {s['wins']}/{s['languages']}, mean ppl "
-                  f"{-100 * s['mean_ppl_reduction']:+.1f}%", flush=True)
+        series = series_name(size, args.seed_tokens, config_split())
+        points = {(p["train_tokens"], p.get("random_seed", 0)): p for p in report.get(series, [])}
+        for seed in [int(x) for x in args.seeds.split(",")]:
+            for tokens in budgets:
+                point = summarise(run_point(out, size, args.seed_tokens, tokens, args.corpus,
+                                            seed))
+                points[point["train_tokens"], seed] = point
+                report[series] = sorted(points.values(),
+                                        key=lambda p: (p["train_tokens"], p["random_seed"]))
+                s = point["summary"]
+                print(f"{series} {tokens / 1e6:g}M seed {seed} ({point['tokens_per_parameter']:.1f} "
+                      f"tok/param): top1 wins {s['wins']}/{s['languages']}, mean ppl "
+                      f"{-100 * s['mean_ppl_reduction']:+.1f}%", flush=True)
     # another invocation (other sizes) may have written meanwhile: keep its sizes
     latest = json.loads(path.read_text()) if path.exists() else {}
     report = {**latest.get("sizes", {}), **report}
