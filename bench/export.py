@@ -88,7 +88,10 @@ def moe_scores(cfg, streams, folder: Path, tag: str) -> dict:
 
 
 def dense_plus(run: Path, cfg, tokens: int) -> Path:
-    """Dense trained on ``tokens`` more tokens of the same mixture (compute-matched)."""
+    """Dense trained on ``tokens`` more tokens of the same mixture (compute-matched): its
+    schedule continued, at the rate it ended on (``dense_lr`` x ``min_lr_ratio``, constant,
+    no warm-up). Warming up again to the peak rate, as a fresh job does, made dense worse
+    than it started (+10% perplexity on the headline run), no fair baseline."""
     from xelm.data.packing import shard_path
     from xelm.io import read_json
     from xelm.outputs import claim_out_dir
@@ -103,9 +106,9 @@ def dense_plus(run: Path, cfg, tokens: int) -> Path:
     job = TrainJob(name="dense_plus", out_dir=out,
                    shards=[(shard_path(run / "data", l, "train"), info["dtype"]) for l in langs],
                    weights=[w[l] for l in langs], tokens=tokens, seq_len=cfg.model.context,
-                   batch_size=t.batch_size, lr=t.lr, seed=cfg.random_seed * 1000 + 997,
-                   init_dir=run / "dense", warmup_fraction=t.warmup_fraction,
-                   min_lr_ratio=t.min_lr_ratio, weight_decay=t.weight_decay,
+                   batch_size=t.batch_size, lr=(t.dense_lr or t.lr) * t.min_lr_ratio,
+                   seed=cfg.random_seed * 1000 + 997, init_dir=run / "dense",
+                   warmup_fraction=0.0, min_lr_ratio=1.0, weight_decay=t.weight_decay,
                    grad_clip=t.grad_clip, betas=tuple(t.betas), save_every=10**9,
                    log_every=t.log_every, tokenizer_dir=run / "data" / "tokenizer")
     run_job(job)
