@@ -129,6 +129,43 @@ def summary(ppl: dict, name: str) -> dict:
             "wins_vs_dense": sum(v < 0 for v in vs_dense.values()), "languages": len(vs_dense)}
 
 
+def drift(run: Path) -> dict:
+    """How far the experts moved from the seed and from each other, per part (embeddings,
+    attention, MLP, norms): the mean over experts of ``|e - seed| / |seed|`` and of
+    ``|e - mean(e)| / |e|`` (each part's parameters as one vector). A merge that averages
+    the shared parts, or takes them from the seed, assumes both are small."""
+    import torch
+    from safetensors.torch import load_file
+
+    from xelm.io import read_json
+
+    def weights(folder: Path) -> dict:
+        out = {}
+        for f in sorted(folder.glob("*.safetensors")):
+            out.update(load_file(f))
+        return out
+
+    manifest = read_json(run / "xelm.json")
+    seed = weights(run / "seed")
+    experts = [weights(run / e["path"]) for e in manifest["experts"]]
+    parts = {"embeddings": "embed_tokens", "attention": "self_attn", "mlp": "mlp",
+             "norms": "norm", "lm_head": "lm_head"}
+    out = {}
+    for part, key in parts.items():
+        names = [n for n in seed if key in n]
+        if not names:
+            continue
+
+        def flat(sd):
+            return torch.cat([sd[n].flatten().float() for n in names])
+        s, es = flat(seed), [flat(e) for e in experts]
+        mean = torch.stack(es).mean(0)
+        out[part] = {"from_seed": statistics.fmean(float((e - s).norm() / s.norm()) for e in es),
+                     "from_expert_mean": statistics.fmean(float((e - mean).norm() / e.norm())
+                                                          for e in es)}
+    return out
+
+
 def forward_flops(run: Path, moe_folder: Path, context: int) -> dict:
     """Forward FLOPs per token (2 x parameters used + attention), by model."""
     from xelm.experts.store import load_causal_lm
@@ -213,6 +250,11 @@ def markdown(result: dict) -> str:
         lines.append(f"| {n} | {f / cost['forward_flops_per_token']['dense']:.2f} | "
                      + ("-" if t is None else f"{t / cost['cpu_seconds_per_token']['dense']:.2f}")
                      + " |")
+    d = result.get("drift")
+    if d:
+        lines += ["", "How far the experts moved (relative L2, mean over experts): " + "; ".join(
+            f"{part} {v['from_seed']:.2f} from the seed, {v['from_expert_mean']:.2f} from "
+            "their mean" for part, v in d.items()) + "."]
     g = result["goal"]
     lines += ["", f"Goal: {g['model']} (no label) {100 * g['moe_vs_top1']:+.1f}% vs "
               f"top-1 (target within +5%): {'met' if g['met'] else 'not met'}; tuning tokens "
@@ -301,6 +343,7 @@ def main() -> None:
                          "expert_tokens": results["budget"]["expert_tokens"]},
               "shared_chosen_by_validation": chosen,
               "router_init": {k: r["router_init"] for k, r in records.items()},
+              "drift": drift(run),
               "router_tuning": {w: records[f"tuned_{w}"]["router_tuning"] for w in tunes},
               "perplexity": ppl, "summary": sums, "cost": cost, "goal": goal,
               "timing": {**timing, "total": round(time.perf_counter() - start, 1)}}
