@@ -135,15 +135,13 @@ def drift(run: Path) -> dict:
     ``|e - mean(e)| / |e|`` (each part's parameters as one vector). A merge that averages
     the shared parts, or takes them from the seed, assumes both are small."""
     import torch
-    from safetensors.torch import load_file
 
+    from xelm.experts.store import load_causal_lm
     from xelm.io import read_json
 
     def weights(folder: Path) -> dict:
-        out = {}
-        for f in sorted(folder.glob("*.safetensors")):
-            out.update(load_file(f))
-        return out
+        model = load_causal_lm(folder, dtype=torch.float32)  # tied weights listed once
+        return {n: t.detach() for n, t in model.named_parameters()}
 
     manifest = read_json(run / "xelm.json")
     seed = weights(run / "seed")

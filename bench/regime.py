@@ -78,18 +78,20 @@ def parameters(seed_dir: Path) -> int:
     return int(json.loads((seed_dir / "train_state.json").read_text())["parameters"])
 
 
-def _run_split(run: Path) -> str | None:
+def _run_config(run: Path) -> dict:
+    """A run's resolved ``config.yaml`` ({} before it has one)."""
     import yaml
 
     path = run / "config.yaml"
-    return yaml.safe_load(path.read_text())["corpus"].get("split") if path.is_file() else None
+    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+
+
+def _run_split(run: Path) -> str | None:
+    return _run_config(run).get("corpus", {}).get("split")
 
 
 def _run_seed(run: Path) -> int | None:
-    import yaml
-
-    path = run / "config.yaml"
-    return yaml.safe_load(path.read_text()).get("random_seed") if path.is_file() else None
+    return _run_config(run).get("random_seed")
 
 
 def run_point(out: Path, size: str, seed_tokens: int, tokens: int, corpus: str,
