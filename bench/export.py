@@ -46,12 +46,13 @@ LABEL_FREE = ("ensemble_posterior", "ensemble_posterior_context")
 
 def test_streams(run: Path, cfg) -> dict:
     """``{lang: (tokens, bytes)}``: the test streams ``xelm eval`` scores."""
-    from xelm.data.packing import Shard, shard_path
+    from xelm.evaluate.scoring import language_streams
     from xelm.io import read_json
+    from xelm.rundir import RunDir
 
-    info = read_json(run / "data" / "prepare.json")
-    return {lang: Shard(shard_path(run / "data", lang, "test"), info["dtype"]).head(
-        cfg.eval.max_tokens_per_language) for lang in info["languages"]}
+    rd = RunDir(run)
+    return language_streams(rd, read_json(rd.prepare_json)["languages"], "test",
+                            cfg.eval.max_tokens_per_language)
 
 
 def score(cfg, streams: dict, model, desc: str) -> dict:
