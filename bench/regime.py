@@ -21,6 +21,9 @@ their mean and spread, and the crossover of the seed-mean curve and of every see
     python bench/regime.py --sizes d32 --seed-tokens 750000 --budgets 375000,750000,1500000,3000000
     python bench/regime.py --sizes d64 --seed-tokens 1500000 --budgets 1500000,3000000 --seeds 0,1,2
 
+``--lr 0.012`` trains dense and experts at that rate (the one ``bench/evidence.py`` chose on
+validation for both at the headline) instead of the config's untuned 3e-3.
+
 Writes ``bench/results/regime.json`` (per point: parameters, tokens per parameter, wins
 out of 16, mean/min/max relative perplexity reduction, per-language gains) and
 ``bench/results/regime.png``, and prints per series the crossover: the total tokens per
@@ -68,8 +71,11 @@ def config_split() -> str:
     return cfg["corpus"].get("split", "random")
 
 
-def series_name(size: str, seed_tokens: int, split: str = "every_nth") -> str:
+def series_name(size: str, seed_tokens: int, split: str = "every_nth",
+                lr: float | None = None) -> str:
     tag = "" if split == "every_nth" else f"-{split}"
+    if lr is not None:
+        tag += f"-lr{lr:g}"
     return f"{size}-seed{seed_tokens / 1e6:g}M{tag}"
 
 
@@ -95,10 +101,10 @@ def _run_seed(run: Path) -> int | None:
 
 
 def run_point(out: Path, size: str, seed_tokens: int, tokens: int, corpus: str,
-              seed: int = 0) -> Path:
+              seed: int = 0, lr: float | None = None) -> Path:
     split = config_split()
-    series = series_name(size, seed_tokens, split)
-    legacy = seed == 0 and split == "every_nth"  # the headline and quick runs: seed 0, every_nth
+    series = series_name(size, seed_tokens, split, lr)
+    legacy = seed == 0 and split == "every_nth" and lr is None  # the headline and quick runs: seed 0, every_nth
     if legacy and (series, tokens) == ("d64-seed6M", 12_000_000) and (HEADLINE / "results.json").is_file():
         return HEADLINE
     run = out / (f"{series}-{tokens // 1000}k" + (f"-s{seed}" if seed else ""))
@@ -126,8 +132,9 @@ def run_point(out: Path, size: str, seed_tokens: int, tokens: int, corpus: str,
                 info = json.loads(state.read_text())
                 if info.get("done") and info.get("budget_tokens") == seed_tokens:
                     shutil.copytree(donor / "seed", run / "seed")
+    rates = [] if lr is None else [f"train.lr={lr}", f"train.dense_lr={lr}"]
     return run_config(run, corpus, [f"train.tokens={tokens}", f"seed.tokens={seed_tokens}",
-                                    f"random_seed={seed}", *SIZES[size], *COMMON],
+                                    f"random_seed={seed}", *rates, *SIZES[size], *COMMON],
                       f"point {series}/{tokens} seed {seed}")
 
 
@@ -137,8 +144,10 @@ def summarise(run: Path) -> dict:
     results = json.loads((run / "results.json").read_text())
     params = parameters(run / "seed")
     budget = results["budget"]
+    train = _run_config(run).get("train", {})
     return {"run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
             "random_seed": _run_seed(run) or 0, "split": _run_split(run),
+            "lr": {"experts": train.get("lr"), "dense": train.get("dense_lr") or train.get("lr")},
             "parameters": params, "train_tokens": budget["dense_tokens"],
             "seed_tokens": budget["seed_tokens"],
             "train_tokens_per_parameter": budget["dense_tokens"] / params,
@@ -247,6 +256,10 @@ def main() -> None:
                         help="training tokens of the dense model (= the expert set's total)")
     parser.add_argument("--seeds", default="0",
                         help="random seeds of every point (model initialisation, data order)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="learning rate of dense and experts (train.lr, train.dense_lr; the "
+                             "seed keeps the config's); default: the config's. The series is "
+                             "named by it, so points at other rates never mix")
     args = parser.parse_args()
     out = Path(args.out)
     budgets = [int(float(b)) for b in args.budgets.split(",")]
@@ -257,12 +270,12 @@ def main() -> None:
     for size in args.sizes.split(","):
         if size not in SIZES:
             raise SystemExit(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
-        series = series_name(size, args.seed_tokens, config_split())
+        series = series_name(size, args.seed_tokens, config_split(), args.lr)
         points = {(p["train_tokens"], p.get("random_seed", 0)): p for p in report.get(series, [])}
         for seed in [int(x) for x in args.seeds.split(",")]:
             for tokens in budgets:
                 point = summarise(run_point(out, size, args.seed_tokens, tokens, args.corpus,
-                                            seed))
+                                            seed, args.lr))
                 points[point["train_tokens"], seed] = point
                 report[series] = sorted(points.values(),
                                         key=lambda p: (p["train_tokens"], p["random_seed"]))
