@@ -70,6 +70,8 @@ class Shard:
 
     @property
     def tokens(self) -> np.ndarray:
+        if self.path.stat().st_size == 0:  # a split with no documents; numpy cannot map it
+            return np.zeros(0, dtype=self.dtype)
         return np.memmap(self.path, dtype=self.dtype, mode="r")
 
     @property
