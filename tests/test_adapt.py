@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 import time
+from collections import Counter
 
 import pytest
 
@@ -104,6 +105,36 @@ def test_new_expert_branches_from_the_related_language(adapted):
     tokens = res["budget"]["tokens_per_language"]
     assert new["tokens"] == tokens
     assert res["budget"]["dense_lapt_tokens"] == res["budget"]["seed_lapt_tokens"] == tokens
+
+
+@slow
+def test_tfidf_routing_reaches_the_new_expert(adapted):
+    """The new expert gets a TF-IDF centre (in adapt/qad/router; the run's router stays as
+    it was), and c-BTM's top-1 sends qad's held-out documents to it."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from xelm.allocate.fit import load_expert_router
+    from xelm.evaluate.scoring import tfidf_weigher
+    from xelm.pipeline.adapt import load_run
+
+    out, before = adapted
+    manifest = json.loads((out / "xelm.json").read_text())
+    assert before["manifest"]["tfidf"] == "router" and manifest["tfidf"] == "adapt/qad/router"
+    for path in (out.with_name("finished") / "router").iterdir():  # untouched
+        assert (out / "router" / path.name).read_bytes() == path.read_bytes()
+    rd = RunDir(out)
+    router, names = load_expert_router(rd)
+    new = manifest["language_to_expert"]["qad"]
+    old = [e["name"] for e in before["manifest"]["experts"]]
+    assert names == [*old, new] and router.k == len(names)
+    own, _ = load_expert_router(RunDir(out.with_name("finished")))
+    assert np.array_equal(router.centroids[:-1], own.centroids)  # old centres kept
+    docs = rd.text("qad", "test").read_text(encoding="utf-8").splitlines()
+    log_w = tfidf_weigher(load_run(rd), rd, "top1_tfidf")(docs, SimpleNamespace(names=names))
+    chosen = [names[i] for i in log_w.argmax(0).tolist()]
+    assert chosen.count(new) / len(docs) > 0.9, Counter(chosen)
 
 
 @slow

@@ -68,6 +68,61 @@ def fit_group_router(cfg: Config, rd: RunDir, result: dict) -> str:
     return ROUTER
 
 
+def expert_router_dir(rd: RunDir):
+    """The TF-IDF router of the run's expert set: ``xelm.json``'s ``tfidf`` (``xelm adapt``
+    writes one with the new experts' centres added), else ``allocation.json``'s; None
+    when the run has neither."""
+    from xelm.experts.store import check_inside
+
+    folder = read_json(rd.manifest).get("tfidf") if rd.manifest.is_file() else None
+    folder = folder or read_json(rd.allocation).get("router")
+    return check_inside(rd.root, folder) if folder else None
+
+
+def load_expert_router(rd: RunDir):
+    """(router, names): the expert set's TF-IDF router and the expert of each of its
+    centres (``meta["experts"]`` when ``xelm adapt`` extended it, else the allocation's
+    experts in order)."""
+    from xelm.allocate.tfidf import TfidfRouter
+
+    folder = expert_router_dir(rd)
+    if folder is None:
+        raise FileNotFoundError(f"{rd.root} has no TF-IDF router (allocation.json names none)")
+    router = TfidfRouter.load(folder)
+    names = router.meta.get("experts") or list(read_json(rd.allocation)["experts"])
+    return router, list(names)
+
+
+def extend_router(cfg: Config, rd: RunDir, experts: dict[str, str], out) -> bool:
+    """Save to ``out`` the expert set's router with a centre added for each new expert
+    (``experts``: new language -> its expert): the TF-IDF centre of at most
+    ``allocate.fit_docs`` of that language's training documents, under the router's own
+    vocabulary (so a script the router never saw gets an empty centre: equally far from
+    every text). False, and nothing written, when the run has no router."""
+    from dataclasses import replace
+
+    from xelm.allocate.tfidf import centroids_from_groups
+
+    if expert_router_dir(rd) is None:
+        return False
+    router, names = load_expert_router(rd)
+    new = {lang: name for lang, name in experts.items() if name not in names}
+    texts, groups = [], []
+    rng = np.random.default_rng(cfg.random_seed)
+    for g, lang in enumerate(new):
+        docs = read_lines(rd.text(lang, "train"))
+        keep = np.sort(rng.permutation(len(docs))[: cfg.allocate.fit_docs])
+        texts += [docs[i] for i in keep]
+        groups += [g] * len(keep)
+    centres = centroids_from_groups(router, texts, np.asarray(groups)) if new else \
+        np.zeros((0, router.centroids.shape[1]), np.float32)
+    names = names + list(new.values())
+    meta = {**router.meta, "k": len(names), "experts": names,
+            "added_centres": {**router.meta.get("added_centres", {}), **new}}
+    replace(router, centroids=np.vstack([router.centroids, centres]), meta=meta).save(out)
+    return True
+
+
 def allocate_tfidf(cfg: Config, rd: RunDir, languages: list[str]) -> dict:
     """Cluster the training documents; each cluster's shard reuses the packed tokens.
 

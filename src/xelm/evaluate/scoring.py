@@ -71,9 +71,10 @@ def score_key(cfg: Config, rd: RunDir, model: str, streams: dict, folder=None) -
     key["options"] = {o: getattr(cfg.eval, o) for o in method.options}
     key["experts"] = expert_set_hash(rd)
     if method.route == "tfidf":
-        from xelm.experts.store import check_inside, sha256_file
+        from xelm.allocate.fit import expert_router_dir
+        from xelm.experts.store import sha256_file
 
-        router = check_inside(rd.root, read_json(rd.allocation)["router"])  # a folder
+        router = expert_router_dir(rd)  # a folder
         key["router"] = {p.relative_to(router).as_posix(): sha256_file(p)
                          for p in sorted(router.rglob("*")) if p.is_file()}
     return key
@@ -101,18 +102,15 @@ def tfidf_weigher(cfg: Config, rd: RunDir, method: str):
     """c-BTM: softmax(-d²/T) over the TF-IDF distances of a text to the experts' centres."""
     import numpy as np
 
-    from xelm.allocate.tfidf import TfidfRouter
-    from xelm.experts.store import check_inside
+    from xelm.allocate.fit import load_expert_router
     from xelm.infer.routers import tfidf_log_weights
 
-    allocation = read_json(rd.allocation)
-    router = TfidfRouter.load(check_inside(rd.root, allocation["router"]))
-    centred = list(allocation["experts"])  # centre i is the allocation's i-th expert
+    router, centred = load_expert_router(rd)  # centre i is expert centred[i]
     top_k = cfg.eval.top_k if "top_k" in METHODS[method].options else 1  # top1_tfidf: 1
 
     def weigh(texts: list[str], es):
         dist = np.sqrt(np.maximum(router.distances(texts, progress=False), 0.0))
-        # experts added later (`xelm adapt`) have no centre: infinitely far, weight 0
+        # an expert without a centre (added by an `xelm adapt` older than centres): weight 0
         full = np.full((len(texts), len(es.names)), np.inf)
         for j, name in enumerate(es.names):
             if name in centred:

@@ -15,7 +15,8 @@ call's budget and parent selection with the distances or perplexities used), the
 languages' ``data/text`` and ``data/tokens`` files, ``experts/<parent>+<lang>/``, and per
 call (``key`` = sorted languages joined by '+', e.g. ``pl+sv``) ``adapt/<key>/`` with the
 ``dense-lapt`` and ``seed-lapt`` models, the ``average`` parent (``select="average"``),
-cached scores and ``results.json``; then ``results.json["adapt"]`` (the last call) and a
+the TF-IDF ``router`` with a centre for each new expert (``xelm.json``'s ``tfidf`` points
+to it), cached scores and ``results.json``; then ``results.json["adapt"]`` (the last call) and a
 report section. ``data/prepare.json`` and the old experts are never modified.
 
 Resumable: jobs resume, scores are cached. Once a call has finished, calling it again trains
@@ -83,6 +84,7 @@ def adapt(run_dir: str | Path, languages: list[str], corpus_dir: str | Path,
         prepare_new(cfg, rd, langs, corpus_dir, record, key)
         call = _plan(cfg, rd, manifest, record, key, tokens, select, features_file)
         _train(cfg, rd, key, call, manifest)
+        _add_centres(cfg, rd, key, call)
         _register(rd, manifest, call)
         hashes = old_hashes_after(rd, manifest, before, set(call["experts"].values()))
         results = evaluate_call(cfg, rd, key, call, record, manifest, hashes)
@@ -292,6 +294,18 @@ def _train(cfg: Config, rd: RunDir, key: str, call: dict, manifest: dict) -> dic
     return run_round(cfg, call_jobs(cfg, rd, key, call, manifest))
 
 
+def _add_centres(cfg: Config, rd: RunDir, key: str, call: dict) -> None:
+    """Give the new experts TF-IDF centres, so c-BTM routing (``top1_tfidf``,
+    ``ensemble_tfidf``) can choose them: the set's router plus one centre per new expert,
+    written to ``adapt/<key>/router`` (the run's own router is not touched)."""
+    from xelm.allocate.fit import extend_router
+
+    out = rd.adapt_call(key) / "router"
+    experts = {lang: call["experts"][lang] for lang in call["languages"]}
+    if extend_router(cfg, rd, experts, out):
+        call["router"] = out.relative_to(rd.root).as_posix()
+
+
 def _register(rd: RunDir, manifest: dict, call: dict) -> None:
     """Append the new experts to ``xelm.json``; every old entry is kept as it was."""
     from xelm.experts.manifest import write_manifest
@@ -311,7 +325,7 @@ def _register(rd: RunDir, manifest: dict, call: dict) -> None:
                  "tokens": ledger["tokens"], "flops": ledger["flops"], "adapted_language": lang}
         entries.append({**entry, "averaged": merged} if merged else entry)
     write_manifest(rd.root, entries, manifest["tokenizer"], language_to_expert=mapping,
-                   prior=manifest.get("prior"), tfidf=manifest.get("tfidf"))
+                   prior=manifest.get("prior"), tfidf=call.get("router") or manifest.get("tfidf"))
     manifest.update(read_json(rd.manifest))
 
 
