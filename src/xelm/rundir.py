@@ -72,6 +72,8 @@ def config_differences(old: dict, new: dict) -> list[str]:
             if not _same(k, a.get(k), b.get(k)) and not k.startswith(MUTABLE_PREFIXES)]
 
 
+TRAIN_STATE = "train_state.json"  # a training job's ledger, in its model folder
+
 # What a run directory holds. A folder with nothing else (and a finished ``data/``) is a
 # run being assembled from another run's finished parts (the benchmarks share the prepared
 # data, the seed and dense this way), not someone else's folder.
@@ -119,7 +121,7 @@ class RunDir:
     synthetic = property(lambda self: self.data / "synthetic")  # the embedded corpus
     adapt_json = property(lambda self: self.data / "adapt.json")  # `xelm adapt`'s record
     seed = property(lambda self: self.root / "seed")
-    seed_state = property(lambda self: self.seed / "train_state.json")
+    seed_state = property(lambda self: self.seed / TRAIN_STATE)
     dense = property(lambda self: self.root / "dense")
     experts = property(lambda self: self.root / "experts")
     allocation = property(lambda self: self.root / "allocation.json")

@@ -15,7 +15,7 @@ from xelm.evaluate.scoring import (eval_settings, language_streams, method_score
                                    score_languages, single_scorer)
 from xelm.experts.manifest import LazyExperts
 from xelm.io import cached_json, read_json
-from xelm.rundir import RunDir
+from xelm.rundir import TRAIN_STATE, RunDir
 
 # The LAPT baselines: results key -> folder under adapt/<key>/.
 BASELINES = {"dense_lapt": "dense-lapt", "seed_lapt": "seed-lapt"}
@@ -118,7 +118,7 @@ def evaluate_call(cfg: Config, rd: RunDir, key: str, call: dict, record: dict,
     new = call["languages"]
     old = [lang for lang in manifest["language_to_expert"] if lang not in new]
     scores = _scores(cfg, rd, key, new, old)
-    tokens = lambda folder: read_json(folder / "train_state.json")["tokens"]  # noqa: E731
+    tokens = lambda folder: read_json(folder / TRAIN_STATE)["tokens"]  # noqa: E731
     experts = call["experts"].values()
     stats = read_json(rd.prepare_json)["stats"]
     res = {"languages": new, "old_languages": old, "select": call["select"],

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from xelm.export.moe import ExportError, SHARED_CHOICES
 from xelm.io import read_json, write_json
-from xelm.rundir import RunDir
+from xelm.rundir import TRAIN_STATE, RunDir
 
 log = logging.getLogger("xelm")
 
@@ -180,7 +180,7 @@ def _tune(run: Path, cfg, model, tokens: int, what: str, lr: float | None, seed:
 def _ledger(run: Path, tuning: dict | None) -> dict:
     """Training tokens behind the export: the experts', the seed's, and the tuning's."""
     def state_tokens(folder: str):
-        path = run / folder / "train_state.json"
+        path = run / folder / TRAIN_STATE
         return read_json(path).get("tokens") if path.is_file() else None
 
     experts = sum(int(e.get("tokens") or 0) for e in read_json(RunDir(run).manifest)["experts"])

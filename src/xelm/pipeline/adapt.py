@@ -43,7 +43,7 @@ from xelm.config import Config, from_dict
 from xelm.evaluate.adapt import evaluate_call
 from xelm.io import read_json, write_json
 from xelm.pipeline.prepare import split_seed
-from xelm.rundir import RunDir
+from xelm.rundir import TRAIN_STATE, RunDir
 
 log = logging.getLogger("xelm")
 
@@ -318,7 +318,7 @@ def _register(rd: RunDir, manifest: dict, call: dict) -> None:
         mapping[lang] = name
         if name in rounds:
             continue
-        ledger = read_json(rd.experts / name / "train_state.json")
+        ledger = read_json(rd.experts / name / TRAIN_STATE)
         merged = list(call["scores"][lang]) if parent == AVERAGE else []
         entry = {"name": name, "path": f"experts/{name}", "languages": [lang],
                  "parent": parent, "round": max(rounds[n] for n in merged or [parent]) + 1,

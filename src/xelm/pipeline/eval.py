@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from xelm.config import Config
 from xelm.io import cached_json, read_json
-from xelm.rundir import RunDir
+from xelm.rundir import TRAIN_STATE, RunDir
 
 
 def evaluate(cfg: Config, rd: RunDir) -> dict:
@@ -65,13 +65,13 @@ def with_methods(cfg: Config, rd: RunDir, results: dict, methods) -> dict:
 def budget(rd: RunDir) -> dict:
     """``results.json["budget"]``: the training tokens of seed, dense and every expert."""
     def tokens(folder):
-        path = folder / "train_state.json"
+        path = folder / TRAIN_STATE
         return read_json(path)["tokens"] if path.is_file() else None
 
     manifest = read_json(rd.manifest)
     experts = [e for e in manifest["experts"] if not e.get("adapted_language")]
-    state = next((f / "train_state.json" for f in (rd.seed, rd.dense)
-                  if (f / "train_state.json").is_file()), None)
+    state = next((f / TRAIN_STATE for f in (rd.seed, rd.dense)
+                  if (f / TRAIN_STATE).is_file()), None)
     out = {"dense_tokens": tokens(rd.dense), "seed_tokens": tokens(rd.seed),
            "expert_tokens": {e["name"]: e["tokens"] for e in experts},
            "expert_languages": {e["name"]: e["languages"] for e in experts},

@@ -21,7 +21,7 @@ from xelm.config import Config
 from xelm.io import read_json
 
 from xelm.pipeline import STAGES, done
-from xelm.rundir import RunDir
+from xelm.rundir import TRAIN_STATE, RunDir
 from xelm.train.budget import REGIME_MIN_TOKENS_PER_PARAMETER
 
 
@@ -158,7 +158,7 @@ def plan_run(cfg: Config, measure: bool = True) -> dict:
             checkpointing=cfg.train.gradient_checkpointing)
         j["tokens_per_parameter"] = j["tokens"] / params
         j["estimated_seconds"] = (j["steps"] * seconds[j["batch_size"]]) if measure else None
-        state = root / j["folder"] / "train_state.json" if root and j["folder"] else None
+        state = root / j["folder"] / TRAIN_STATE if root and j["folder"] else None
         j["done"] = bool(state and state.is_file() and read_json(state).get("done"))
     seed_tokens = next((j["tokens"] for j in jobs if j["job"] == "seed"), 0)
     dense_tokens = next(j["tokens"] for j in jobs if j["job"] == "dense")

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from xelm.io import read_json
-from xelm.rundir import RunDir
+from xelm.rundir import TRAIN_STATE, RunDir
 
 log = logging.getLogger("xelm")
 PALETTE = [f"C{i}" for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]  # C7 is grey
@@ -104,7 +104,7 @@ def training_curves(run: Path, jobs: list[tuple[str, Path]], path: Path) -> Path
     """Training (left) and validation (right) loss of each job against its tokens."""
     curves = {}
     for name, folder in jobs:
-        state = folder / "train_state.json"
+        state = folder / TRAIN_STATE
         valid = read_json(state).get("valid_loss") or [] if state.is_file() else []
         curves[name] = (_train_curve(RunDir(run).tensorboard / name), valid)
     if not any(t or v for t, v in curves.values()):

@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 from xelm.io import read_json, write_json
+from xelm.rundir import TRAIN_STATE
 
-STATE = "train_state.json"
 # BENCHMARKS.md, "Regime map": no mean gain of x-ELM-8 over dense below this many total
 # training tokens (seed + x-BTM phase) per parameter; 16/16 languages from about 41.
 REGIME_MIN_TOKENS_PER_PARAMETER = 13
@@ -25,7 +25,7 @@ def annotate(out_dir: str | Path, ledger: dict, **extra) -> dict:
     Only the process that trained the job adds them, once: a job skipped because it was
     already done keeps the record of the run that actually trained it.
     """
-    path = Path(out_dir) / STATE
+    path = Path(out_dir) / TRAIN_STATE
     if not path.is_file() or not _is_main_process():
         return ledger
     stored = read_json(path)

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from xelm.io import read_json
+from xelm.rundir import TRAIN_STATE
 from xelm.train.loop import TrainJob, is_done
 from xelm.train.specs import SPEC, job_from_dict, job_to_dict, run_here, write_spec  # noqa: F401
 
@@ -60,7 +61,7 @@ def run_jobs(jobs: list[TrainJob], launcher: str = "local", parallel: int = 1,
     names = [job.name for job in jobs]
     if len(set(names)) != len(names):
         raise ValueError(f"job names must be unique, got {names}")
-    ledgers = {job.name: read_json(Path(job.out_dir) / "train_state.json")
+    ledgers = {job.name: read_json(Path(job.out_dir) / TRAIN_STATE)
                for job in jobs if is_done(job.out_dir)}
     todo = [job for job in jobs if job.name not in ledgers]
     for job in todo:

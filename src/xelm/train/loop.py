@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from xelm.io import read_json, write_json
+from xelm.rundir import TRAIN_STATE
 from xelm.train import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class TrainJob:
 
 
 def is_done(out_dir: Path) -> bool:
-    state = out_dir / "train_state.json"
+    state = out_dir / TRAIN_STATE
     return state.is_file() and read_json(state).get("done", False)
 
 
@@ -201,7 +202,7 @@ def run_job(job: TrainJob, progress: bool = True) -> dict:
     import torch
 
     if is_done(job.out_dir):
-        return read_json(job.out_dir / "train_state.json")
+        return read_json(job.out_dir / TRAIN_STATE)
     with torch.enable_grad():
         return _train(job, progress)
 
@@ -389,5 +390,5 @@ def _finish(job: TrainJob, model, ledger: dict, weights: dict | None = None) -> 
         from xelm.data.tokenizer import load_tokenizer
 
         load_tokenizer(job.tokenizer_dir).save_pretrained(str(job.out_dir))
-    write_json(job.out_dir / "train_state.json", ledger)
+    write_json(job.out_dir / TRAIN_STATE, ledger)
     ckpt.clear(job.out_dir)

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from xelm.io import read_json
-from xelm.rundir import RunDir
+from xelm.rundir import TRAIN_STATE, RunDir
 from xelm.train.checkpoint import DIRNAME
 
 
@@ -51,7 +51,7 @@ def job_states(run: str | Path) -> list[dict]:
     rows = []
     for name, (folder, budget, per_step) in _budgets(run).items():
         row = {"job": name, "state": "pending", "tokens": 0, "budget": budget, "last_loss": None}
-        done, latest = folder / "train_state.json", folder / DIRNAME / "latest.json"
+        done, latest = folder / TRAIN_STATE, folder / DIRNAME / "latest.json"
         if done.is_file():
             state = read_json(done)
             row.update(state="done", tokens=state.get("tokens", 0), last_loss=state.get("last_loss"))
