@@ -126,8 +126,8 @@ def export_moe(run: Path, out_dir: Path, *, experts_per_token: int = 2,
               for lang in info["languages"]}
     choices = list(SHARED_CHOICES) if shared == "auto" else [shared]
     seed_state = None
-    if "seed" in choices and (run / "seed").is_dir():
-        seed_state = load_causal_lm(run / "seed", dtype=torch.float32).state_dict()
+    if "seed" in choices and RunDir(run).seed.is_dir():
+        seed_state = load_causal_lm(RunDir(run).seed, dtype=torch.float32).state_dict()
     elif shared == "auto":
         choices = ["average"]
     tried, best = {}, None
@@ -206,7 +206,7 @@ def _save(run: Path, out_dir: Path, model, record: dict) -> None:
     model.generation_config.eos_token_id = model.config.eos_token_id
     model.generation_config.pad_token_id = model.config.pad_token_id
     model.save_pretrained(os.fspath(out_dir))
-    load_tokenizer(run / "data" / "tokenizer").save_pretrained(os.fspath(out_dir))
+    load_tokenizer(RunDir(run).tokenizer).save_pretrained(os.fspath(out_dir))
     record["files"] = {p.name: sha256_file(p) for p in sorted(out_dir.glob("*.safetensors"))}
 
 

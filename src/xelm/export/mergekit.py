@@ -18,6 +18,7 @@ from pathlib import Path
 
 from xelm.export.moe import ExportError, moe_class_for
 from xelm.io import atomic_write_text, write_json
+from xelm.rundir import RunDir
 
 CONFIG_NAME = "mergekit.yaml"
 GATE_MODES = ("hidden", "cheap_embed", "random")
@@ -49,15 +50,16 @@ def mergekit_config(run: str | os.PathLike, manifest: dict, experts_per_token: i
         raise ExportError(f"gate_mode must be one of {GATE_MODES}, got {gate_mode!r}")
     configs = _configs(run, manifest)
     moe_class_for(configs)  # mergekit-moe, too, writes Mixtral from Llama/Mistral experts
-    if not (run / "seed" / "config.json").is_file():
+    seed = RunDir(run).seed
+    if not (seed / "config.json").is_file():
         raise ExportError(f"{run} has no seed/ model: mergekit-moe needs a base model")
-    if not (run / "seed" / "tokenizer.json").is_file():
+    if not (seed / "tokenizer.json").is_file():
         raise ExportError(f"{run}/seed has no tokenizer.json, and mergekit-moe reads the "
                           "tokenizer from its base model: use --format moe, or merge a copy "
                           "of seed/ with data/tokenizer's files added")
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(os.fspath(run / "seed"), local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(os.fspath(seed), local_files_only=True)
     if tok.bos_token_id is None and tok.eos_token_id is None:  # mergekit pads with one
         raise ExportError(f"{run}/seed's tokenizer has neither a BOS nor an EOS token, which "
                           "mergekit-moe pads its gate prompts with: use --format moe")
@@ -73,7 +75,7 @@ def mergekit_config(run: str | os.PathLike, manifest: dict, experts_per_token: i
                         "positive_prompts": prompts})
     dtype = getattr(configs[0], "dtype", None)
     dtype = dtype if isinstance(dtype, str) else str(dtype or "float32").removeprefix("torch.")
-    return {"base_model": os.fspath(run / "seed"), "gate_mode": gate_mode,
+    return {"base_model": os.fspath(seed), "gate_mode": gate_mode,
             "dtype": dtype if dtype in ("float32", "bfloat16", "float16") else "float32",
             "experts_per_token": int(experts_per_token), "experts": experts}
 

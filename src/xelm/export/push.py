@@ -107,8 +107,8 @@ def push_plan(run: str | os.PathLike, what: str = "all", repo: str | None = None
         ops += _folder_ops(run / e["path"], f"{e['path'].rstrip('/')}/",
                            expert_card(run, e["name"], **card_args))
     if what == "all":
-        if (run / "dense").is_dir():
-            ops += _folder_ops(run / "dense", "dense/", dense_card(run, **card_args))
+        if RunDir(run).dense.is_dir():
+            ops += _folder_ops(RunDir(run).dense, "dense/", dense_card(run, **card_args))
         for folder in _moe_exports(run):
             ops += _folder_ops(folder, f"exports/{folder.name}/",
                                export_card(run, folder, **card_args))

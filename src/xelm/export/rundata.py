@@ -47,7 +47,7 @@ def expert_languages(manifest: dict) -> dict[str, list[str]]:
 def _stream(root: Path, lang: str, split: str, info: dict) -> np.ndarray | None:
     from xelm.data.packing import Shard, shard_path
 
-    path = shard_path(Path(root) / "data", lang, split)
+    path = shard_path(RunDir(Path(root)).data, lang, split)
     return np.asarray(Shard(path, info["dtype"]).tokens) if path.is_file() else None
 
 
@@ -98,12 +98,12 @@ def mixed_train_batches(root: Path, cfg, batch_size: int, seed: int) -> Callable
 
     info = prepared(root)
     langs = [lang for lang in info["languages"]
-             if shard_path(Path(root) / "data", lang, "train").is_file()]
+             if shard_path(RunDir(Path(root)).data, lang, "train").is_file()]
     if not langs:
         raise ExportError(f"{root}/data/tokens has no training shards to tune the router on")
     counts = {lang: info["stats"][lang]["train"]["tokens"] for lang in langs}
     weights = language_weights(counts, cfg.train.alpha)
-    sampler = MixtureSampler([(shard_path(Path(root) / "data", lang, "train"), info["dtype"])
+    sampler = MixtureSampler([(shard_path(RunDir(Path(root)).data, lang, "train"), info["dtype"])
                               for lang in langs], [weights[lang] for lang in langs],
                              cfg.model.context, batch_size, seed)
     return sampler.batch
@@ -112,7 +112,7 @@ def mixed_train_batches(root: Path, cfg, batch_size: int, seed: int) -> Callable
 def sample_documents(root: Path, lang: str, n: int = 4, chars: int = 400) -> list[str]:
     """The first ``n`` non-empty validation documents of ``lang``, cut at a word boundary
     near ``chars`` characters (gate hints for mergekit)."""
-    path = Path(root) / "data" / "text" / f"{lang}.valid.txt"
+    path = RunDir(Path(root)).text(lang, "valid")
     if not path.is_file():
         return []
     out = []
