@@ -104,7 +104,8 @@ def run_point(out: Path, size: str, seed_tokens: int, tokens: int, corpus: str,
               seed: int = 0, lr: float | None = None) -> Path:
     split = config_split()
     series = series_name(size, seed_tokens, split, lr)
-    legacy = seed == 0 and split == "every_nth" and lr is None  # the headline and quick runs: seed 0, every_nth
+    # the headline and quick runs: seed 0, every_nth, the config's rate
+    legacy = seed == 0 and split == "every_nth" and lr is None
     if legacy and (series, tokens) == ("d64-seed6M", 12_000_000) and (HEADLINE / "results.json").is_file():
         return HEADLINE
     run = out / (f"{series}-{tokens // 1000}k" + (f"-s{seed}" if seed else ""))
@@ -144,9 +145,10 @@ def summarise(run: Path) -> dict:
     results = json.loads((run / "results.json").read_text())
     params = parameters(run / "seed")
     budget = results["budget"]
-    train = _run_config(run).get("train", {})
+    cfg = _run_config(run)
+    train = cfg.get("train", {})
     return {"run": str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run),
-            "random_seed": _run_seed(run) or 0, "split": _run_split(run),
+            "random_seed": cfg.get("random_seed") or 0, "split": cfg.get("corpus", {}).get("split"),
             "lr": {"experts": train.get("lr"), "dense": train.get("dense_lr") or train.get("lr")},
             "parameters": params, "train_tokens": budget["dense_tokens"],
             "seed_tokens": budget["seed_tokens"],

@@ -80,22 +80,23 @@ def quality(path: Path) -> None:
 
 
 def regime(path: Path) -> None:
+    from regime import by_budget  # one entry per budget, over its seeds
+
     data = json.loads(path.read_text())
     source(data, f" ; wall s by command: {data['wall_seconds_by_command']}")
     print("| series | parameters | seed tokens per parameter | dense training tokens | total "
           "tokens per parameter | x-ELM-8 top-1 wins | mean ppl vs dense | worst language |")
     print("|---|---|---|---|---|---|---|---|")
+    seeded = [size for size, points in data["sizes"].items()
+              if len({p.get("random_seed", 0) for p in points}) > 1]
     for size, points in data["sizes"].items():
-        several = len({p.get("random_seed", 0) for p in points}) > 1
         for p in points:
             s = p["summary"]
-            name = f"{size}, seed {p.get('random_seed', 0)}" if several else size
+            name = f"{size}, seed {p.get('random_seed', 0)}" if size in seeded else size
             print(f"| {name} | {p['parameters'] / 1e6:.2f}M | "
                   f"{p['seed_tokens'] / p['parameters']:.1f} | {p['train_tokens'] / 1e6:.2f}M | "
                   f"{p['tokens_per_parameter']:.1f} | {s['wins']}/{s['languages']} | "
                   f"{pct(s['mean_ppl_reduction'])} | {pct(s['min_ppl_reduction'])} |")
-    seeded = {size: points for size, points in data["sizes"].items()
-              if len({p.get("random_seed", 0) for p in points}) > 1}
     if seeded:
         print("\nSeries with several seeds, per budget: the mean over seeds of the mean ppl change "
               "(sample sd of the seeds), each seed's change and wins, and the language whose "
@@ -103,23 +104,17 @@ def regime(path: Path) -> None:
         print("| series | dense training tokens | total tokens per parameter | seeds | mean ppl vs "
               "dense (seed sd) | per seed | wins per seed | worst language |")
         print("|---|---|---|---|---|---|---|---|")
-    for size, points in seeded.items():
-        budgets: dict[int, list[dict]] = {}
-        for p in points:
-            budgets.setdefault(p["train_tokens"], []).append(p)
-        for tokens, ps in sorted(budgets.items()):
-            ps.sort(key=lambda p: p.get("random_seed", 0))
-            gains = [p["summary"]["mean_ppl_reduction"] for p in ps]
-            sd = f" ({100 * statistics.stdev(gains):.1f})" if len(gains) > 1 else ""
-            langs = ps[0]["gain_per_language"]
-            worst = min(langs, key=lambda lg: statistics.fmean(p["gain_per_language"][lg]
-                                                               for p in ps))
-            worst_gain = statistics.fmean(p["gain_per_language"][worst] for p in ps)
-            print(f"| {size} | {tokens / 1e6:.2f}M | {ps[0]['tokens_per_parameter']:.1f} | "
-                  f"{', '.join(str(p.get('random_seed', 0)) for p in ps)} | "
-                  f"{pct(statistics.fmean(gains))}{sd} | {' / '.join(pct(g) for g in gains)} | "
-                  f"{' / '.join(str(p['summary']['wins']) for p in ps)} of "
-                  f"{ps[0]['summary']['languages']} | {worst} {pct(worst_gain)} |")
+    for size in seeded:
+        for b in by_budget(data["sizes"][size]):
+            sd = f" ({100 * b['seed_sd']:.1f})" if b["seed_sd"] is not None else ""
+            langs = b["gain_per_language"]
+            worst = min(langs, key=langs.get)
+            print(f"| {size} | {b['train_tokens'] / 1e6:.2f}M | {b['tokens_per_parameter']:.1f} | "
+                  f"{', '.join(map(str, b['seeds']))} | "
+                  f"{pct(b['summary']['mean_ppl_reduction'])}{sd} | "
+                  f"{' / '.join(pct(g) for g in b['seed_mean_gains'])} | "
+                  f"{' / '.join(map(str, b['seed_wins']))} of {b['summary']['languages']} | "
+                  f"{worst} {pct(langs[worst])} |")
     print("\n| series | mean gain turns positive at (total tokens/parameter) | 16/16 from |")
     print("|---|---|---|")
     for size, c in data["crossover"].items():
